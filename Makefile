@@ -1,0 +1,55 @@
+# kdlite: one verb per target. `make help` lists them.
+PY_BOOT ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+export HF_HUB_OFFLINE ?= 1
+export TRANSFORMERS_OFFLINE ?= 1
+export HF_DATASETS_OFFLINE ?= 1
+export WANDB_MODE ?= offline
+export TOKENIZERS_PARALLELISM ?= false
+
+.PHONY: help install demo test test-slow test-gpu lint fmt bench report clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PY_BOOT) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# torch first, pinned to the CPU wheel on disk; a bare `torch` would pull a multi-GB CUDA build.
+	$(PY) -m pip install -q "torch==2.13.0"
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP) ## create .venv and install kdlite with its dev tools (offline-safe, CPU torch)
+
+demo: $(STAMP) ## the study in miniature on the embedded default (CPU)
+	$(PY) train.py
+
+test: $(STAMP) ## fast CPU test suite (slow and gpu tests deselected)
+	$(PY) -m pytest -q
+
+test-slow: $(STAMP) ## also the slow end-to-end tests
+	$(PY) -m pytest -q -m "not gpu"
+
+test-gpu: $(STAMP) ## tests that need a CUDA device
+	$(PY) -m pytest -q -m gpu
+
+lint: $(STAMP) ## ruff check + format check + mypy on the package
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy kdlite
+
+fmt: $(STAMP) ## apply ruff fixes and formatting
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+bench: $(STAMP) ## CPU benchmark of the training step vs the naive reference (appends to BENCHMARKS.md)
+	$(PY) -m kdlite.bench
+
+report: $(STAMP) ## tables and plots from a sweep directory (RUNS=runs)
+	$(PY) -m kdlite.report $(or $(RUNS),runs)
+
+clean: ## remove caches (keeps .venv and runs/)
+	rm -rf .pytest_cache .ruff_cache .mypy_cache

@@ -1,0 +1,91 @@
+"""Relative training-loss differences between runs from their logged curves (the study's Tables 7-11).
+
+gap(t) = (L_partial(t) - L_ref(t)) / L_ref(t) on the steps both runs logged, reported as the mean
+over those steps ("avg") and at the last shared step ("last"), for the soft (KL) and hard (CE)
+terms. The reference of a left-cropped run with lsp < 1 is the run with the same condition at
+lsp 1.0; the reference of a right-cropped run is the left-cropped run at the same lsp (Right 50%
+against Left 50%). Steps are aligned by exact optimizer-step number, never interpolated: runs of one
+grid see the same examples in the same order, so step t is the same batch in both (cropped
+differently), and interpolation would blend different batches. A run that stopped early is
+compared on the shared prefix and the step counts are reported so a short overlap is visible.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from kdlite.analysis.runs import Run
+
+
+@dataclass(frozen=True)
+class Gap:
+    avg: float
+    last: float
+    n_steps: int  # aligned steps
+    last_step: int
+
+
+def relative_gap(partial: dict[int, float], ref: dict[int, float]) -> Gap | None:
+    """Gap of one logged column; None when the runs share no step with a nonzero reference."""
+    steps = sorted(s for s in set(partial) & set(ref) if ref[s] != 0)
+    if not steps:
+        return None
+    p = np.array([partial[s] for s in steps])
+    r = np.array([ref[s] for s in steps])
+    rel = (p - r) / r
+    return Gap(avg=float(rel.mean()), last=float(rel[-1]), n_steps=len(steps), last_step=steps[-1])
+
+
+def reference_for(run: Run, runs: list[Run]) -> Run | None:
+    """lsp-1.0 left run of the same condition for a left crop; the left run at the same lsp for a right crop."""
+    if run.crop == "right":
+        want_lsp, want_crop = run.lsp, "left"
+    elif run.lsp < 1.0:
+        want_lsp, want_crop = 1.0, "left"
+    else:
+        return None
+    for other in runs:
+        if (
+            other is not run
+            and not other.is_baseline
+            and other.condition == run.condition
+            and other.crop == want_crop
+            and abs(other.lsp - want_lsp) < 1e-9
+        ):
+            return other
+    return None
+
+
+@dataclass(frozen=True)
+class GapRow:
+    run: Run
+    ref: Run
+    soft: Gap | None
+    hard: Gap | None
+    loss: Gap | None
+
+
+def loss_gaps(runs: list[Run], prefix: str = "train") -> tuple[list[GapRow], list[str]]:
+    """One row per run that has a reference; plus messages for runs whose reference is missing."""
+    rows, missing = [], []
+    for run in runs:
+        if run.is_baseline or (run.crop == "left" and run.lsp >= 1.0):
+            continue
+        ref = reference_for(run, runs)
+        if ref is None:
+            want = "left crop at the same lsp" if run.crop == "right" else "lsp=1.0"
+            missing.append(f"{run.name}: no reference run ({want}) for the loss gap")
+            continue
+        parts = {
+            term: relative_gap(
+                run.metrics.get(f"{prefix}/{term}", {}), ref.metrics.get(f"{prefix}/{term}", {})
+            )
+            for term in ("soft", "hard", "loss")
+        }
+        if all(v is None for v in parts.values()):
+            missing.append(f"{run.name}: no shared logged steps with {ref.name}")
+            continue
+        rows.append(GapRow(run, ref, parts["soft"], parts["hard"], parts["loss"]))
+    return rows, missing

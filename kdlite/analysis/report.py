@@ -1,0 +1,650 @@
+"""The sweep report: Markdown tables and PNG figures from a directory of runs, paper next to ours.
+
+What it reproduces: accuracy vs LSP with the un-distilled baseline (Figure 3), knees (Table 3) with a
+bootstrap interval, retention at LSP 0.5 (Table 4), left vs right crop at 50% (Figure 4), accuracy
+per supervision condition (Figure 1), the lambda ablation (Table 12), and training-loss gaps
+(Tables 7-11). A "paper" column shows the study's number wherever `paper.py` has one for the same
+pair, data, bench and condition; cells without one stay blank rather than borrowing a neighbour.
+
+Trade-off: runs are grouped by their full condition (supervise, lam, temperature, loss_norm, seed)
+rather than by pair alone, so two seeds or two lambdas give two curves instead of one silently
+averaged one; the figure legends name only the keys that actually vary in the sweep. Missing and
+partial runs are listed in their own section and every table is built from what is there.
+Accuracy is `avg_at_n` (full-output score, as lighteval reported it); strict is shown beside it.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kdlite.analysis import paper
+from kdlite.analysis.knee import bootstrap_accuracy, bootstrap_knee
+from kdlite.analysis.loss_gap import GapRow, loss_gaps
+from kdlite.analysis.runs import CONDITION_KEYS, Run, baseline_for, load_runs
+
+FIGURES = {
+    "fig3": "fig3_accuracy_vs_lsp.png",
+    "fig4": "fig4_left_vs_right.png",
+    "fig1": "fig1_supervision.png",
+    "lam": "fig_lambda_ablation.png",
+    "gap": "fig_loss_gap.png",
+}
+
+
+# ---------------------------------------------------------------- formatting
+
+
+def _pct(x: float | None, digits: int = 2) -> str:
+    return "" if x is None else f"{100 * x:.{digits}f}"
+
+
+def _num(x: float | None, fmt: str = "{:.2f}") -> str:
+    return "" if x is None else fmt.format(x)
+
+
+def _signed_pct(x: float | None) -> str:
+    return "" if x is None else f"{100 * x:+.1f}%"
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    if not rows:
+        return "_(no runs for this table)_\n"
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def _ci_half(run: Run, bench: str) -> float | None:
+    ci = run.results.get(bench, {}).get("ci95")
+    return None if not ci else (float(ci[1]) - float(ci[0])) / 2
+
+
+# ---------------------------------------------------------------- grouping
+
+
+@dataclass
+class Sweep:
+    runs: list[Run]
+    trained: list[Run]
+    baselines: list[Run]
+    benches: list[str]
+    varying: list[str]  # condition keys that differ between trained runs
+
+    def label(self, run: Run) -> str:
+        parts = [f"{k}={run.get(k)}" for k in self.varying]
+        return ", ".join(parts)
+
+
+def make_sweep(runs: list[Run]) -> Sweep:
+    trained = [r for r in runs if not r.is_baseline]
+    baselines = [r for r in runs if r.is_baseline]
+    benches = sorted({b for r in runs for b in r.results})
+    varying = [k for k in CONDITION_KEYS if len({repr(r.get(k)) for r in trained}) > 1]
+    return Sweep(runs, trained, baselines, benches, varying)
+
+
+def _is_paper_condition(run: Run) -> bool:
+    lam, temp = run.get("lam"), run.get("temperature")
+    return (
+        run.get("supervise", paper.SUPERVISE) == paper.SUPERVISE
+        and (temp is None or float(temp) == paper.TEMPERATURE)
+        and (lam is None or float(lam) == paper.LAM)
+    )
+
+
+def _paper_acc(run: Run, bench: str, lsp: float | None = None) -> float | None:
+    """Paper accuracy as a fraction for this run's cell (Table 13, or Table 12 for other lambdas)."""
+    if run.pair is None or run.data is None or run.crop != "left":
+        return None
+    if run.get("supervise", paper.SUPERVISE) != paper.SUPERVISE:
+        return None
+    lam = float(run.get("lam", paper.LAM))
+    value = paper.accuracy(run.pair, run.data, bench, run.lsp if lsp is None else lsp, lam)
+    return None if value is None else value / 100
+
+
+def lsp_curves(sweep: Sweep) -> dict[tuple[Any, ...], list[Run]]:
+    """Left-crop runs grouped by condition, sorted by lsp (one run per lsp: the first found)."""
+    groups: dict[tuple[Any, ...], dict[float, Run]] = defaultdict(dict)
+    for run in sweep.trained:
+        if run.crop == "left" and run.results:
+            groups[run.condition].setdefault(round(run.lsp, 6), run)
+    # A single point is no curve (those runs show up in the supervision / lambda tables).
+    return {k: [v[p] for p in sorted(v)] for k, v in groups.items() if len(v) > 1}
+
+
+# ---------------------------------------------------------------- tables
+
+
+def table_runs(sweep: Sweep) -> str:
+    rows = []
+    for run in sweep.runs:
+        benches = ", ".join(sorted(run.results)) or "-"
+        status = "; ".join(run.problems) or "ok"
+        if run.is_baseline:
+            rows.append([run.name, "baseline", run.model or "", "", "", "", "", benches, status])
+        else:
+            rows.append(
+                [run.name, run.pair, run.data, run.get("supervise"), run.lsp, run.crop,
+                 run.get("lam"), benches, status]
+            )  # fmt: skip
+    header = ["run", "pair", "data", "supervise", "lsp", "crop", "lam", "evaluated", "status"]
+    return markdown_table(header, rows)
+
+
+def table_accuracy_vs_lsp(sweep: Sweep) -> str:
+    rows = []
+    for curve in lsp_curves(sweep).values():
+        base = baseline_for(curve[0], sweep.baselines)
+        for bench in sweep.benches:
+            for run in curve:
+                acc = run.accuracy(bench)
+                if acc is None:
+                    continue
+                rows.append(
+                    [run.pair, run.data, sweep.label(run), bench, run.lsp, _pct(acc),
+                     _pct(_ci_half(run, bench)), _pct(run.accuracy(bench, strict=True)),
+                     _pct(_paper_acc(run, bench)), _pct(base.accuracy(bench)) if base else ""]
+                )  # fmt: skip
+    header = ["pair", "data", "condition", "bench", "lsp", "ours %", "±ci95", "strict %", "paper %",
+              "baseline %"]  # fmt: skip
+    return markdown_table(header, rows)
+
+
+def table_knees(sweep: Sweep, n_boot: int, seed: int, smooth: str) -> tuple[str, list[str]]:
+    rows, notes = [], []
+    for curve in lsp_curves(sweep).values():
+        for bench in sweep.benches:
+            points = [(r.lsp, r.correct(bench), r) for r in curve if r.accuracy(bench) is not None]
+            if len({p for p, _, _ in points}) < 3:
+                continue
+            first = curve[0]
+            if any(c is None for _, c, _ in points):
+                lacking = [r.name for _, c, r in points if c is None]
+                notes.append(
+                    f"knee {first.pair}/{first.data}/{bench}: no correct matrix in {lacking}"
+                )
+                continue
+            est = bootstrap_knee(
+                [p for p, _, _ in points], [c for _, c, _ in points],
+                n_boot=n_boot, seed=seed, smooth=smooth,
+            )  # fmt: skip
+            interval = "" if est.low is None else f"[{est.low:.2f}, {est.high:.2f}]"
+            paper_knee = (
+                paper.KNEES.get((first.pair, first.data, bench))
+                if _is_paper_condition(first)
+                else None
+            )
+            rows.append(
+                [first.pair, first.data, sweep.label(first), bench, len(points), _num(est.knee),
+                 _num(est.median), interval, f"{100 * est.no_knee_share:.0f}%", _num(paper_knee)]
+            )  # fmt: skip
+    header = ["pair", "data", "condition", "bench", "points", "knee (ours)", "bootstrap median",
+              "95% interval", "no knee", "paper"]  # fmt: skip
+    return markdown_table(header, rows), notes
+
+
+def _retention_interval(half: Run, full: Run, bench: str, n_boot: int, seed: int):
+    c_half, c_full = half.correct(bench), full.correct(bench)
+    if c_half is None or c_full is None:
+        return None
+    curves = bootstrap_accuracy([c_half, c_full], n_boot, np.random.default_rng(seed))
+    ok = curves[:, 1] > 0
+    if not ok.any():
+        return None
+    ratio = curves[ok, 0] / curves[ok, 1]
+    return tuple(float(v) for v in np.percentile(ratio, [2.5, 97.5]))
+
+
+def table_retention(sweep: Sweep, n_boot: int, seed: int) -> tuple[str, str]:
+    rows, ours_all, paper_all = [], [], []
+    for curve in lsp_curves(sweep).values():
+        by_lsp = {round(r.lsp, 6): r for r in curve}
+        half, full = by_lsp.get(0.5), by_lsp.get(1.0)
+        if half is None or full is None:
+            continue
+        for bench in sweep.benches:
+            a_half, a_full = half.accuracy(bench), full.accuracy(bench)
+            if a_half is None or a_full is None or a_full == 0:
+                continue
+            ret = a_half / a_full
+            ours_all.append(ret)
+            interval = _retention_interval(half, full, bench, n_boot, seed)
+            paper_ret = (
+                paper.retention(half.pair, half.data, bench) if _is_paper_condition(half) else None
+            )
+            if paper_ret is not None:
+                paper_all.append(paper_ret)
+            rows.append(
+                [half.pair, half.data, sweep.label(half), bench, _pct(a_half), _pct(a_full),
+                 _pct(ret, 1), "" if interval is None else f"[{_pct(interval[0], 1)}, {_pct(interval[1], 1)}]",
+                 _pct(paper_ret, 1)]
+            )  # fmt: skip
+    header = ["pair", "data", "condition", "bench", "acc@0.5 %", "acc@1.0 %", "retention %",
+              "95% interval", "paper %"]  # fmt: skip
+    summary = ""
+    if ours_all:
+        summary = (
+            f"Mean retention over {len(ours_all)} cells: ours {_pct(float(np.mean(ours_all)), 1)}%"
+            + (
+                f"; paper over the same cells {_pct(float(np.mean(paper_all)), 1)}%"
+                if paper_all
+                else ""
+            )
+            + f"; paper over its 30 cells {_pct(paper.RETENTION_MEAN, 0)}%.\n"
+        )
+    return markdown_table(header, rows), summary
+
+
+def left_right_pairs(sweep: Sweep) -> list[tuple[Run, Run]]:
+    out = []
+    for right in sweep.trained:
+        if right.crop != "right":
+            continue
+        for left in sweep.trained:
+            if (
+                left.crop == "left"
+                and left.condition == right.condition
+                and abs(left.lsp - right.lsp) < 1e-9
+            ):
+                out.append((left, right))
+                break
+    return out
+
+
+def table_left_right(sweep: Sweep) -> tuple[str, list[str]]:
+    rows, notes = [], []
+    for right in sweep.trained:
+        if right.crop == "right" and not any(r is right for _, r in left_right_pairs(sweep)):
+            notes.append(f"{right.name}: right crop without a left run at lsp {right.lsp}")
+    for left, right in left_right_pairs(sweep):
+        for bench in sweep.benches:
+            a_l, a_r = left.accuracy(bench), right.accuracy(bench)
+            if a_l is None or a_r is None:
+                continue
+            rows.append(
+                [left.pair, left.data, sweep.label(left), bench, left.lsp, _pct(a_l), _pct(a_r),
+                 f"{100 * (a_l - a_r):+.2f}", "left ≫ right"]
+            )  # fmt: skip
+    header = ["pair", "data", "condition", "bench", "lsp", "left %", "right %", "left − right (pts)",
+              "paper"]  # fmt: skip
+    return markdown_table(header, rows), notes
+
+
+def supervision_groups(sweep: Sweep) -> dict[tuple[Any, ...], list[Run]]:
+    """Full-length (lsp 1, left) runs that differ only in `supervise`."""
+    groups: dict[tuple[Any, ...], list[Run]] = defaultdict(list)
+    for run in sweep.trained:
+        if run.crop == "left" and run.lsp >= 1.0 and run.results:
+            key = (run.pair, run.data) + tuple(
+                run.get(k) for k in CONDITION_KEYS if k != "supervise"
+            )
+            groups[key].append(run)
+    return {
+        k: sorted(v, key=lambda r: str(r.get("supervise")))
+        for k, v in groups.items()
+        if len({r.get("supervise") for r in v}) > 1
+    }
+
+
+def table_supervision(sweep: Sweep) -> str:
+    rows = []
+    for runs in supervision_groups(sweep).values():
+        for bench in sweep.benches:
+            for run in runs:
+                acc = run.accuracy(bench)
+                if acc is not None:
+                    rows.append(
+                        [run.pair, run.data, bench, run.get("supervise"), run.get("lam"), _pct(acc),
+                         _pct(_ci_half(run, bench)), _pct(_paper_acc(run, bench))]
+                    )  # fmt: skip
+    header = ["pair", "data", "bench", "supervise", "lam", "ours %", "±ci95", "paper %"]
+    return markdown_table(header, rows)
+
+
+def lambda_groups(sweep: Sweep) -> dict[tuple[Any, ...], list[Run]]:
+    groups: dict[tuple[Any, ...], list[Run]] = defaultdict(list)
+    for run in sweep.trained:
+        if run.crop == "left" and run.results and run.get("lam") is not None:
+            key = (run.pair, run.data, run.lsp) + tuple(
+                run.get(k) for k in CONDITION_KEYS if k != "lam"
+            )
+            groups[key].append(run)
+    return {
+        k: sorted(v, key=lambda r: float(r.get("lam")))
+        for k, v in groups.items()
+        if len({float(r.get("lam")) for r in v}) > 1
+    }
+
+
+def table_lambda(sweep: Sweep) -> str:
+    rows = []
+    for runs in lambda_groups(sweep).values():
+        for bench in sweep.benches:
+            for run in runs:
+                acc = run.accuracy(bench)
+                if acc is not None:
+                    rows.append(
+                        [run.pair, run.data, bench, run.lsp, run.get("lam"), _pct(acc),
+                         _pct(_ci_half(run, bench)), _pct(_paper_acc(run, bench))]
+                    )  # fmt: skip
+    header = ["pair", "data", "bench", "lsp", "lam", "ours %", "±ci95", "paper %"]
+    return markdown_table(header, rows)
+
+
+def _paper_gap_range(row: GapRow, term: str) -> str:
+    if row.run.crop == "right":
+        lo, hi = (paper.left_vs_right_as_right_vs_left(g) for g in paper.LOSS_GAP_LEFT_VS_RIGHT)
+        lo, hi = min(lo, hi), max(lo, hi)
+    elif abs(row.run.lsp - 0.5) < 1e-9:
+        lo, hi = paper.LOSS_GAP_HALF[term]
+    else:
+        return ""
+    return f"{100 * lo:+.0f}…{100 * hi:+.0f}%"
+
+
+def table_loss_gap(rows: list[GapRow], sweep: Sweep) -> str:
+    out = []
+    for row in rows:
+        run = row.run
+        comparison = f"{run.crop} {run.lsp} vs " + (
+            f"left {row.ref.lsp}" if run.crop == "right" else "lsp 1.0"
+        )
+        soft, hard = row.soft, row.hard
+        steps = next((g.n_steps for g in (soft, hard, row.loss) if g is not None), 0)
+        out.append(
+            [run.pair, run.data, sweep.label(run), comparison,
+             _signed_pct(soft.avg if soft else None), _signed_pct(soft.last if soft else None),
+             _paper_gap_range(row, "soft"),
+             _signed_pct(hard.avg if hard else None), _signed_pct(hard.last if hard else None),
+             _paper_gap_range(row, "hard"), steps]
+        )  # fmt: skip
+    header = ["pair", "data", "condition", "comparison", "soft avg", "soft last", "paper soft avg",
+              "hard avg", "hard last", "paper hard avg", "steps"]  # fmt: skip
+    return markdown_table(header, out)
+
+
+def table_baselines(sweep: Sweep) -> str:
+    rows = [
+        [b.name, b.model or "", bench, _pct(b.accuracy(bench)), _pct(_ci_half(b, bench))]
+        for b in sweep.baselines
+        for bench in sorted(b.results)
+    ]
+    return markdown_table(["dir", "model", "bench", "acc %", "±ci95"], rows)
+
+
+# ---------------------------------------------------------------- figures
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _empty(ax, text: str = "no runs for this figure") -> None:
+    ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes)
+    ax.set_axis_off()
+
+
+def _grid(n: int):
+    plt = _plt()
+    cols = min(3, max(1, n))
+    rows = max(1, -(-n // cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(7.5 * cols, 3.8 * rows), squeeze=False)
+    return plt, fig, list(axes.flat)
+
+
+def figure_accuracy_vs_lsp(sweep: Sweep, path: Path) -> None:
+    by_pair: dict[tuple[Any, Any], list[list[Run]]] = defaultdict(list)
+    for curve in lsp_curves(sweep).values():
+        by_pair[(curve[0].pair, curve[0].data)].append(curve)
+    plt, fig, axes = _grid(len(by_pair))
+    if not by_pair:
+        _empty(axes[0])
+    for ax, ((pair, data), curves) in zip(axes, by_pair.items(), strict=False):
+        baselines_drawn: set[str] = set()
+        for curve in curves:
+            base = baseline_for(curve[0], sweep.baselines)
+            for bench in sweep.benches:
+                pts = [(r.lsp, r.accuracy(bench)) for r in curve if r.accuracy(bench) is not None]
+                if not pts:
+                    continue
+                label = " ".join(filter(None, [bench, sweep.label(curve[0])]))
+                (line,) = ax.plot(
+                    *zip(*[(x, 100 * y) for x, y in pts], strict=True), "o-", label=label
+                )
+                paper_pts = [(p, _paper_acc(curve[0], bench, p)) for p in (0.5, 1.0)]
+                paper_pts = [(p, 100 * a) for p, a in paper_pts if a is not None]
+                if paper_pts:
+                    ax.plot(
+                        *zip(*paper_pts, strict=True),
+                        "x",
+                        ms=9,
+                        color=line.get_color(),
+                        label=f"{bench} paper",
+                    )
+                if (
+                    base is not None
+                    and base.accuracy(bench) is not None
+                    and bench not in baselines_drawn
+                ):
+                    baselines_drawn.add(bench)
+                    ax.axhline(100 * base.accuracy(bench), ls="--", color=line.get_color(), alpha=0.6,
+                               label=f"{bench} baseline")  # fmt: skip
+        ax.set_title(f"{pair} · {data}")
+        ax.set_xlabel("LSP (share of each trace kept)")
+        ax.set_ylabel("accuracy %")
+        ax.legend(fontsize=6, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    for ax in axes[len(by_pair) :]:
+        ax.set_axis_off()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _bars(ax, groups: list[str], series: dict[str, list[float | None]]) -> None:
+    width = 0.8 / max(1, len(series))
+    x = np.arange(len(groups))
+    for i, (name, values) in enumerate(series.items()):
+        ys = [np.nan if v is None else 100 * v for v in values]
+        ax.bar(x + i * width - 0.4 + width / 2, ys, width, label=name)
+    ax.set_xticks(x, groups, rotation=20, ha="right", fontsize=7)
+    ax.set_ylabel("accuracy %")
+    ax.legend(fontsize=7)
+
+
+def figure_left_right(sweep: Sweep, path: Path) -> None:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 3.8))
+    groups, left_v, right_v = [], [], []
+    for left, right in left_right_pairs(sweep):
+        for bench in sweep.benches:
+            if left.accuracy(bench) is None or right.accuracy(bench) is None:
+                continue
+            groups.append(f"{left.pair} {left.data} {bench} @{left.lsp}")
+            left_v.append(left.accuracy(bench))
+            right_v.append(right.accuracy(bench))
+    if groups:
+        _bars(ax, groups, {"left": left_v, "right": right_v})
+        ax.set_title("Left vs right crop (Figure 4)")
+    else:
+        _empty(ax)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def figure_supervision(sweep: Sweep, path: Path) -> None:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 3.8))
+    groups: list[str] = []
+    series: dict[str, list[float | None]] = defaultdict(list)
+    names = sorted({str(r.get("supervise")) for g in supervision_groups(sweep).values() for r in g})
+    for runs in supervision_groups(sweep).values():
+        for bench in sweep.benches:
+            groups.append(f"{runs[0].pair} {runs[0].data} {bench}")
+            by_sup = {str(r.get("supervise")): r.accuracy(bench) for r in runs}
+            for name in names:
+                series[name].append(by_sup.get(name))
+    if groups:
+        _bars(ax, groups, dict(series))
+        ax.set_title("Accuracy per supervised section (Figure 1)")
+    else:
+        _empty(ax)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def figure_lambda(sweep: Sweep, path: Path) -> None:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 3.8))
+    groups = lambda_groups(sweep)
+    for runs in groups.values():
+        for bench in sweep.benches:
+            pts = [
+                (float(r.get("lam")), r.accuracy(bench))
+                for r in runs
+                if r.accuracy(bench) is not None
+            ]
+            if not pts:
+                continue
+            (line,) = ax.plot([p for p, _ in pts], [100 * a for _, a in pts], "o-",
+                              label=f"{runs[0].pair} {runs[0].data} {bench} lsp={runs[0].lsp}")  # fmt: skip
+            paper_pts = [
+                (lam, _paper_acc(r, bench)) for lam, r in ((float(r.get("lam")), r) for r in runs)
+            ]
+            paper_pts = [(lam, 100 * a) for lam, a in paper_pts if a is not None]
+            if paper_pts:
+                ax.plot(
+                    *zip(*paper_pts, strict=True),
+                    "x--",
+                    color=line.get_color(),
+                    alpha=0.6,
+                    label="paper",
+                )
+    if groups:
+        ax.set_xlabel("lam (weight of the KL term)")
+        ax.set_ylabel("accuracy %")
+        ax.set_title("lambda ablation (Table 12)")
+        ax.legend(fontsize=7)
+    else:
+        _empty(ax)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def figure_loss_gap(rows: list[GapRow], path: Path, prefix: str = "train") -> None:
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    for ax, term in zip(axes, ("soft", "hard"), strict=True):
+        drawn = False
+        for row in rows:
+            p, r = (
+                row.run.metrics.get(f"{prefix}/{term}", {}),
+                row.ref.metrics.get(f"{prefix}/{term}", {}),
+            )
+            steps = sorted(s for s in set(p) & set(r) if r[s] != 0)
+            if steps:
+                rel = [100 * (p[s] - r[s]) / r[s] for s in steps]
+                ax.plot(
+                    steps, rel, label=f"{row.run.pair} {row.run.data} {row.run.crop} {row.run.lsp}"
+                )
+                drawn = True
+        if drawn:
+            ax.axhline(0, color="grey", lw=0.8)
+            ax.set_title(f"{term}: (L_partial − L_ref) / L_ref")
+            ax.set_xlabel("step")
+            ax.set_ylabel("%")
+            ax.legend(fontsize=7)
+        else:
+            _empty(ax)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# ---------------------------------------------------------------- the report
+
+
+def write_report(
+    root: str | Path,
+    out_dir: str | Path | None = None,
+    *,
+    n_boot: int = 1000,
+    seed: int = 0,
+    smooth: str = "isotonic",
+) -> Path:
+    """Read every run under `root`, write `report.md` and the PNG figures to `out_dir`; returns the
+    path of report.md. Default `out_dir`: `<root>/report`."""
+    root = Path(root)
+    out = Path(out_dir) if out_dir is not None else root / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    sweep = make_sweep(load_runs(root))
+    gap_rows, gap_missing = loss_gaps(sweep.trained)
+    knees, knee_notes = table_knees(sweep, n_boot, seed, smooth)
+    retention, retention_summary = table_retention(sweep, n_boot, seed)
+    left_right, lr_notes = table_left_right(sweep)
+
+    figure_accuracy_vs_lsp(sweep, out / FIGURES["fig3"])
+    figure_left_right(sweep, out / FIGURES["fig4"])
+    figure_supervision(sweep, out / FIGURES["fig1"])
+    figure_lambda(sweep, out / FIGURES["lam"])
+    figure_loss_gap(gap_rows, out / FIGURES["gap"])
+
+    problems = [f"{r.name}: {p}" for r in sweep.runs for p in r.problems]
+    problems += gap_missing + knee_notes + lr_notes
+    parts = [
+        "# kdlite sweep report\n",
+        f"Runs under `{root}`: {len(sweep.trained)} trained, {len(sweep.baselines)} baseline(s); "
+        f"benchmarks: {', '.join(sweep.benches) or 'none'}. Accuracy is avg@n (pass@1 averaged over "
+        'samples, full-output score); "paper" is the study\'s number for the same pair, data, bench '
+        "and condition (blank where it has none).\n",
+        "## Missing or partial\n",
+        "\n".join(f"- {p}" for p in problems) + "\n" if problems else "None.\n",
+        "## Accuracy vs LSP (Figure 3)\n",
+        f"![accuracy vs LSP]({FIGURES['fig3']})\n",
+        table_accuracy_vs_lsp(sweep),
+        "## Knee of accuracy vs LSP (Table 3)\n",
+        f"Kneedle (concave, increasing) on the `{smooth}`-smoothed mean curve; interval from "
+        f"{n_boot} bootstrap replicates resampling evaluation samples per problem (seed {seed}).\n",
+        knees,
+        "## Retention at LSP 0.5 (Table 4)\n",
+        "retention = acc(0.5) / acc(1.0); interval from the same sample bootstrap.\n",
+        retention,
+        retention_summary,
+        "## Left vs right crop (Figure 4)\n",
+        f"![left vs right]({FIGURES['fig4']})\n",
+        left_right,
+        "## Supervised sections (Figure 1)\n",
+        f"![supervision]({FIGURES['fig1']})\n",
+        table_supervision(sweep),
+        "## lambda ablation (Table 12)\n",
+        f"![lambda]({FIGURES['lam']})\n",
+        table_lambda(sweep),
+        "## Training-loss gap (Tables 7–11)\n",
+        "(L_partial(t) − L_ref(t)) / L_ref(t) on shared logged steps of `train/soft` and `train/hard`: "
+        "mean over steps (avg) and at the last shared step. Reference: the lsp 1.0 run for a left "
+        "crop, the left run at the same lsp for a right crop. The paper states left vs right as "
+        "(L_left − L_right)/L_right = −9…−20%; it is shown here converted to right vs left.\n",
+        f"![loss gap]({FIGURES['gap']})\n",
+        table_loss_gap(gap_rows, sweep),
+        "## Baselines (un-distilled)\n",
+        table_baselines(sweep),
+        "## Runs\n",
+        table_runs(sweep),
+    ]
+    report = out / "report.md"
+    report.write_text("\n".join(parts))
+    return report

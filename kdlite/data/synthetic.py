@@ -1,0 +1,361 @@
+"""The embedded reasoning corpus: seeded multi-step arithmetic word problems with long-CoT traces.
+
+Each trace has the shape the study found in real reasoning data (PAPER.md, Appendix A.2): the CoT
+restates the problem, derives the answer step by step, reaches it around the middle of the trace
+(first correct derivation at 49% of the CoT characters on average, 80% of traces within 41-56%,
+range 38-69%; real traces: 47-67%), then re-checks it after a self-reflection cue ("Wait, let me
+check again", "let me double-check", "recheck") by a second derivation in the other order
+(undoing the steps from the answer back to the start), in ~10% of traces catching and correcting a
+slip of the first pass, and concludes. The answer section is a short summary ending in `\\boxed{N}`.
+
+Trade-off: the problems are deliberately easy (2-4 steps, every value in 1..99, +, -, *, / with
+exact division) so a tiny transformer trained on 2 CPU cores for minutes can learn them; an example
+renders to a median of 326 tokens (10-90%: 265-403) with the embedded tokenizer, digits one token
+each, versus ~2,000 for the study's datasets. The section shares are P 14% / CoT 72% / A 14%
+(study: ~5 / 76 / 18%). What matters for the study's effects is that structure (CoT dominant,
+answer reached mid-CoT, then verified), not the difficulty.
+
+Benchmark problems never appear among training prompts, for any seed: the arithmetic of a problem
+(start value and the list of operations, names and wording excluded) is hashed, and 1 in 10 of that
+space is the benchmark's, the rest training's. Both generators are pure python, deterministic per
+seed and prefix-stable (`generate_examples(n, s)[:k] == generate_examples(k, s)`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from itertools import islice
+
+from kdlite.data.example import Example, make_source_id
+
+# 1 in BENCH_BUCKETS of the problem space (by hash of the arithmetic) is reserved for the benchmark.
+BENCH_BUCKETS = 10
+MAX_VALUE = 99
+
+# (name, subject pronoun, possessive)
+_PEOPLE = [
+    ("Mia", "she", "her"),
+    ("Leo", "he", "his"),
+    ("Ava", "she", "her"),
+    ("Sam", "he", "his"),
+    ("Noah", "he", "his"),
+    ("Emma", "she", "her"),
+    ("Liam", "he", "his"),
+    ("Zoe", "she", "her"),
+    ("Omar", "he", "his"),
+    ("Lena", "she", "her"),
+    ("Ravi", "he", "his"),
+    ("Ines", "she", "her"),
+]
+_ITEMS = [
+    "apples",
+    "marbles",
+    "stickers",
+    "books",
+    "coins",
+    "cards",
+    "pencils",
+    "cookies",
+    "shells",
+    "stamps",
+    "toy cars",
+    "beads",
+]
+# (present, gerund)
+_ADD_VERBS = [
+    ("buys", "buying"),
+    ("finds", "finding"),
+    ("gets", "getting"),
+    ("wins", "winning"),
+    ("picks up", "picking up"),
+]
+_SUB_VERBS = [
+    ("gives away", "giving away"),
+    ("loses", "losing"),
+    ("sells", "selling"),
+    ("trades away", "trading away"),
+]
+_TIMES = {2: "doubles", 3: "triples"}
+
+_OPENERS = [
+    "Okay, let me restate the problem.",
+    "Let me first make sure I understand the problem.",
+    "Alright, let me read the problem again.",
+]
+_PLANS = [
+    "So there are {n} changes to apply in order, starting from {a}.",
+    "I will go through the {n} steps one at a time, starting from {a}.",
+    "The plan is to apply the {n} changes in order, keeping track of the count.",
+]
+CHECK_CUES = [
+    "Wait, let me check again by working backwards from {y}.",
+    "Wait, let me double-check this by undoing each step, starting from {y}.",
+    "Hmm, let me recheck the answer in the other order, going back from {y}.",
+    "Wait, let me verify again by going over the steps in reverse from {y}.",
+]
+_SECOND_CHECKS = [
+    "Let me also double-check the forward arithmetic once more: {chain}. Yes, that is right.",
+    "Let me recheck the arithmetic one more time: {chain}. Everything matches.",
+]
+_CONCLUSIONS = [
+    "So {name} has {y} {items} at the end.",
+    "Therefore {name} ends up with {y} {items}.",
+    "So the final count is {y} {items}.",
+]
+# Self-reflection cue words (PAPER.md A.2) as they appear in these traces; the first one starts the
+# re-check.
+CUE_RE = re.compile(r"\b(Wait|recheck|double-check|check again|verify again)\b")
+
+
+@dataclass(frozen=True)
+class Step:
+    op: str  # "+", "-", "*", "/"
+    k: int
+    verb: tuple[str, str] = ("", "")  # (present, gerund) for + and -
+
+
+@dataclass(frozen=True)
+class Problem:
+    start: int
+    steps: tuple[Step, ...]
+    person: tuple[str, str, str]
+    items: str
+
+    @property
+    def values(self) -> list[int]:
+        """[start, after step 1, ..., answer]."""
+        out = [self.start]
+        for s in self.steps:
+            out.append(_apply(out[-1], s.op, s.k))
+        return out
+
+    @property
+    def answer(self) -> int:
+        return self.values[-1]
+
+    @property
+    def key(self) -> str:
+        """The arithmetic alone (no names or wording): what the train/benchmark split hashes."""
+        return f"{self.start}|" + ",".join(f"{s.op}{s.k}" for s in self.steps)
+
+
+def is_benchmark_problem(key: str) -> bool:
+    digest = hashlib.sha256(key.encode("ascii")).digest()
+    return int.from_bytes(digest[:8], "big") % BENCH_BUCKETS == 0
+
+
+def _apply(x: int, op: str, k: int) -> int:
+    if op == "+":
+        return x + k
+    if op == "-":
+        return x - k
+    if op == "*":
+        return x * k
+    assert x % k == 0, (x, k)
+    return x // k
+
+
+def _sample_problem(rng: random.Random) -> Problem:
+    while True:
+        start = rng.randint(2, 20)
+        x, steps = start, []
+        for _ in range(rng.choices([2, 3, 4], weights=[5, 4, 1])[0]):
+            ops = []
+            if x < MAX_VALUE:
+                ops.append(("+", 3))
+            if x > 1:
+                ops.append(("-", 3))
+            if x * 2 <= MAX_VALUE:
+                ops.append(("*", 1))
+            if any(x % k == 0 and x // k >= 2 for k in (2, 3, 4, 5)):
+                ops.append(("/", 1))
+            op = rng.choices([o for o, _ in ops], weights=[w for _, w in ops])[0]
+            if op == "+":
+                k = rng.randint(1, min(12, MAX_VALUE - x))
+                step = Step("+", k, rng.choice(_ADD_VERBS))
+            elif op == "-":
+                k = rng.randint(1, min(12, x - 1))
+                step = Step("-", k, rng.choice(_SUB_VERBS))
+            elif op == "*":
+                k = rng.choice([k for k in (2, 3, 4) if x * k <= MAX_VALUE])
+                step = Step("*", k)
+            else:
+                k = rng.choice([k for k in (2, 3, 4, 5) if x % k == 0 and x // k >= 2])
+                step = Step("/", k)
+            steps.append(step)
+            x = _apply(x, step.op, step.k)
+        problem = Problem(start, tuple(steps), rng.choice(_PEOPLE), rng.choice(_ITEMS))
+        values = problem.values
+        # Every step changes something and the answer appears nowhere earlier in the chain, so the
+        # first "= answer" in a trace is its first derivation.
+        if len(steps) >= 2 and values[-1] not in values[:-1]:
+            return problem
+
+
+def _problem_text(p: Problem) -> str:
+    name, subj, _ = p.person
+    Subj = subj.capitalize()
+    sents = [f"{name} has {p.start} {p.items}."]
+    for i, s in enumerate(p.steps):
+        lead = Subj if i == 0 else f"Then {subj}"
+        if s.op == "+":
+            sents.append(f"{lead} {s.verb[0]} {s.k} more {p.items}.")
+        elif s.op == "-":
+            sents.append(f"{lead} {s.verb[0]} {s.k} of them.")
+        elif s.op == "*":
+            what = _TIMES.get(s.k, f"grows to {s.k} times as many")
+            lead = "The number of" if i == 0 else "Then the number of"
+            sents.append(f"{lead} {p.items} {name} has {what}.")
+        else:
+            sents.append(
+                f"{lead} splits the {p.items} equally into {s.k} bags and keeps only one bag."
+            )
+    sents.append(f"How many {p.items} does {name} have now?")
+    return " ".join(sents)
+
+
+def _clause(s: Step) -> str:
+    if s.op == "+":
+        return f"{s.verb[0]} {s.k} more"
+    if s.op == "-":
+        return f"{s.verb[0]} {s.k}"
+    if s.op == "*":
+        return f"the amount becomes {s.k} times as many"
+    return f"{s.k} equal bags are made and one is kept"
+
+
+def _forward(s: Step, x: int, y: int) -> str:
+    if s.op == "+":
+        return f"{s.verb[1].capitalize()} {s.k} more gives {x} + {s.k} = {y}."
+    if s.op == "-":
+        return f"{s.verb[1].capitalize()} {s.k} leaves {x} - {s.k} = {y}."
+    if s.op == "*":
+        return f"Having {s.k} times as many gives {x} * {s.k} = {y}."
+    return f"Keeping one of {s.k} equal bags leaves {x} / {s.k} = {y}."
+
+
+def _backward(s: Step, x: int, y: int) -> str:
+    if s.op == "+":
+        return f"Before {s.verb[1]} {s.k} more, there were {y} - {s.k} = {x}."
+    if s.op == "-":
+        return f"Before {s.verb[1]} {s.k}, there were {y} + {s.k} = {x}."
+    if s.op == "*":
+        return f"Before it became {s.k} times as many, there were {y} / {s.k} = {x}."
+    return f"Before splitting into {s.k} bags, there were {y} * {s.k} = {x}."
+
+
+def _trace(p: Problem, rng: random.Random) -> tuple[str, str]:
+    """(cot, answer) for a problem."""
+    name, _, _ = p.person
+    values, n, y = p.values, len(p.steps), p.answer
+    last = p.steps[-1]
+    # A slip: the last +/- step of the first pass is off by one; the backward check catches it.
+    slip = last.op in "+-" and rng.random() < 0.15
+    wrong = y + rng.choice([-1, 1]) if slip else y
+    if wrong <= 0:
+        slip, wrong = False, y
+
+    paras = []
+    clauses = ", ".join(_clause(s) for s in p.steps[:-1]) + f", and then {_clause(last)}"
+    restate = (
+        f"{rng.choice(_OPENERS)} {name} starts with {p.start} {p.items}, {clauses}. "
+        f"The question asks how many {p.items} {name} has at the end."
+    )
+    if rng.random() < 0.3:
+        restate += " " + rng.choice(_PLANS).format(n=n, a=p.start)
+    paras.append(restate)
+
+    first = [f"First, {name} starts with {p.start} {p.items}."]
+    for i, s in enumerate(p.steps):
+        first.append(_forward(s, values[i], wrong if i == n - 1 else values[i + 1]))
+    first.append(f"So {name} has {wrong} {p.items} at the end.")
+    paras.append(" ".join(first))
+
+    check = [rng.choice(CHECK_CUES).format(y=wrong)]
+    if slip:
+        redo = _backward(last, values[-2], wrong).rsplit("= ", 1)[0]
+        got = _apply(wrong, "-" if last.op == "+" else "+", last.k)
+        check.append(
+            f"{redo}= {got}, but the step before gave {values[-2]}. That does not match, so I "
+            f"made a slip in the last step: {values[-2]} {last.op} {last.k} = {y}, not {wrong}. "
+            f"So {name} actually has {y} {p.items}. Let me recheck from {y} going backwards."
+        )
+    for i in range(n - 1, -1, -1):
+        check.append(_backward(p.steps[i], values[i], values[i + 1]))
+    check.append(f"That is exactly the {p.start} {p.items} {name} started with, so {y} is right.")
+    paras.append(" ".join(check))
+
+    if rng.random() < 0.35:
+        chain = ", ".join(
+            f"{values[i]} {s.op} {s.k} = {values[i + 1]}" for i, s in enumerate(p.steps)
+        )
+        paras.append(rng.choice(_SECOND_CHECKS).format(chain=chain))
+    paras.append(rng.choice(_CONCLUSIONS).format(name=name, y=y, items=p.items))
+    cot = "\n\n".join(paras)
+
+    chain = ", ".join(f"{values[i]} {s.op} {s.k} = {values[i + 1]}" for i, s in enumerate(p.steps))
+    answer = f"{name} starts with {p.start} {p.items}: {chain}.\n\nThe answer is \\boxed{{{y}}}."
+    return cot, answer
+
+
+def _problems(rng: random.Random, benchmark: bool) -> Iterator[Problem]:
+    """Distinct problems from one side of the split, forever (the caller stops)."""
+    seen = set()
+    while True:
+        p = _sample_problem(rng)
+        if is_benchmark_problem(p.key) == benchmark and p.key not in seen:
+            seen.add(p.key)
+            yield p
+
+
+def generate_examples(n: int, seed: int) -> list[Example]:
+    """`n` training examples (distinct problems, none from the benchmark's space)."""
+    rng = random.Random(f"kdlite-synthetic-train-{seed}")
+    out = []
+    for i, p in enumerate(islice(_problems(rng, benchmark=False), n)):
+        prompt = _problem_text(p)
+        cot, answer = _trace(p, rng)  # same stream, interleaved: prefix-stable in n
+        out.append(
+            Example(prompt, cot, answer, make_source_id("synthetic", i, prompt, cot, answer))
+        )
+    return out
+
+
+def generate_benchmark(n: int, seed: int) -> list[dict]:
+    """`n` benchmark problems `{id, problem, answer}`; `problem` has the training prompts' form."""
+    rng = random.Random(f"kdlite-synthetic-bench-{seed}")
+    out = []
+    for i, p in enumerate(islice(_problems(rng, benchmark=True), n)):
+        problem = _problem_text(p)
+        out.append(
+            {
+                "id": make_source_id("synthetic-bench", i, problem),
+                "problem": problem,
+                "answer": str(p.answer),
+            }
+        )
+    return out
+
+
+_BOXED_RE = re.compile(r"\\boxed\{(-?\d+)\}")
+
+
+def boxed_answer(example: Example) -> int:
+    """The integer in the answer section's `\\boxed{}`."""
+    m = _BOXED_RE.search(example.answer)
+    if m is None:
+        raise ValueError(f"{example.source_id}: no \\boxed{{}} integer in the answer")
+    return int(m.group(1))
+
+
+def answer_position(example: Example) -> float:
+    """Relative position (0..1, in characters of the CoT) where the final answer is first derived:
+    the end of the first `= N`. Exact for this corpus (no intermediate value equals the answer)."""
+    m = re.search(rf"= {boxed_answer(example)}(?!\d)", example.cot)
+    if m is None:
+        raise ValueError(f"{example.source_id}: the CoT never derives the boxed answer")
+    return m.end() / len(example.cot)

@@ -1,0 +1,67 @@
+"""Student -> a self-contained Hugging Face folder that `AutoModelForCausalLM` and vLLM load.
+
+bf16 safetensors, the tokenizer with its chat template, and a generation config whose EOS list
+includes `<|im_end|>`: Qwen3-*-Base checkpoints end text with `<|endoftext|>`, but a distilled
+student answers in the chat layout and must stop at the end of its turn. Sampling defaults are the
+study's evaluation protocol (temperature 0.6, top-p 0.95).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+STOP_TOKENS = ("<|im_end|>", "<|endoftext|>")
+
+
+def stop_token_ids(tokenizer: Any) -> list[int]:
+    ids = []
+    for tok in STOP_TOKENS:
+        tid = tokenizer.convert_tokens_to_ids(tok)
+        if isinstance(tid, int) and tid >= 0 and tid != tokenizer.unk_token_id:
+            ids.append(tid)
+    if not ids:
+        raise ValueError(f"tokenizer has none of the stop tokens {STOP_TOKENS}")
+    return ids
+
+
+def export_student(
+    lm: nn.Module,
+    tokenizer: Any,
+    out_dir: str | Path,
+    *,
+    state_dict: dict[str, torch.Tensor] | None = None,
+    info: dict[str, Any] | None = None,
+    dtype: torch.dtype = torch.bfloat16,
+) -> Path:
+    """Write `lm` (or `state_dict` in its layout) to `out_dir` in HF format."""
+    from transformers import GenerationConfig
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if state_dict is None:
+        state_dict = lm.state_dict()
+    state_dict = {
+        k: v.detach().to("cpu", dtype) if v.is_floating_point() else v.cpu()
+        for k, v in state_dict.items()
+    }
+    lm.config.torch_dtype = dtype
+    stops = stop_token_ids(tokenizer)
+    lm.config.eos_token_id = stops[0] if len(stops) == 1 else stops
+    lm.config.pad_token_id = tokenizer.pad_token_id
+    lm.save_pretrained(out, state_dict=state_dict, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+    GenerationConfig(
+        eos_token_id=stops,
+        pad_token_id=tokenizer.pad_token_id,
+        do_sample=True,
+        temperature=0.6,
+        top_p=0.95,
+        top_k=0,
+    ).save_pretrained(out)
+    (out / "kdlite_export.json").write_text(json.dumps(info or {}, indent=1, default=str))
+    return out

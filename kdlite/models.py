@@ -1,0 +1,218 @@
+"""The one place that knows Hugging Face model classes.
+
+Builds the teacher and the student of a pair: from a Hub id or a local folder (`from_pretrained`),
+or with random weights from a named Qwen3 shape (`QWEN3_SHAPES`: the study's five sizes and the
+tiny pair of the embedded default). `HiddenLM` wraps a causal LM so that its forward returns the
+final (normed) hidden states instead of `[B, T, 151,936]` logits: the loss projects only the
+supervised positions, chunk by chunk (kdlite/losses.py). Being the root module under FSDP, the
+wrapper keeps the output head in the root shard group, which stays unsharded from forward to
+backward, so `head_weight` can be read right after the forward.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+# Qwen3 shapes from the released configs (PAPER.md). head_dim 128, vocab 151,936 for all five.
+_QWEN3_COMMON: dict[str, Any] = {
+    "vocab_size": 151_936,
+    "head_dim": 128,
+    "rms_norm_eps": 1e-6,
+    "rope_theta": 1_000_000.0,
+    "max_position_embeddings": 40_960,
+    "hidden_act": "silu",
+}
+
+
+def _shape(hidden: int, layers: int, heads: int, kv: int, inter: int, tied: bool) -> dict[str, Any]:
+    return {
+        **_QWEN3_COMMON,
+        "hidden_size": hidden,
+        "num_hidden_layers": layers,
+        "num_attention_heads": heads,
+        "num_key_value_heads": kv,
+        "intermediate_size": inter,
+        "tie_word_embeddings": tied,
+    }
+
+
+# The tiny pair: about 1.6M (teacher) and 0.4M (student) non-embedding parameters, so the whole
+# embedded default (bootstrap + distillation) runs on 2 CPU cores in minutes. The vocabulary is
+# set from the embedded tokenizer at build time.
+TINY_COMMON: dict[str, Any] = {
+    "rms_norm_eps": 1e-6,
+    "rope_theta": 10_000.0,
+    "max_position_embeddings": 4096,
+    "hidden_act": "silu",
+    "tie_word_embeddings": True,
+}
+
+QWEN3_SHAPES: dict[str, dict[str, Any]] = {
+    "0.6b": _shape(1024, 28, 16, 8, 3072, True),
+    "1.7b": _shape(2048, 28, 16, 8, 6144, True),
+    "4b": _shape(2560, 36, 32, 8, 9728, True),
+    "8b": _shape(4096, 36, 32, 8, 12288, False),
+    "32b": _shape(5120, 64, 64, 8, 25600, False),
+    "tiny-teacher": {
+        **TINY_COMMON,
+        "hidden_size": 160,
+        "num_hidden_layers": 4,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "head_dim": 40,
+        "intermediate_size": 480,
+    },
+    "tiny-student": {
+        **TINY_COMMON,
+        "hidden_size": 96,
+        "num_hidden_layers": 3,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "head_dim": 24,
+        "intermediate_size": 288,
+    },
+}
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+class ModelLoadError(ValueError):
+    """A model that cannot be resolved or built; raised before any training work."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Where a model comes from: `name` (Hub id or local folder) or a random-init `shape`."""
+
+    name: str | None = None
+    revision: str | None = None
+    shape: str | None = None
+
+
+def qwen3_config(shape: str, vocab_size: int | None = None, **overrides: Any):
+    from transformers import Qwen3Config
+
+    if shape not in QWEN3_SHAPES:
+        raise ModelLoadError(f"unknown model shape {shape!r}; known: {sorted(QWEN3_SHAPES)}")
+    kwargs = dict(QWEN3_SHAPES[shape])
+    if vocab_size is not None:
+        kwargs["vocab_size"] = vocab_size
+    kwargs.update(overrides)
+    return Qwen3Config(**kwargs)
+
+
+def random_model(
+    shape: str,
+    vocab_size: int | None = None,
+    dtype: torch.dtype = torch.float32,
+    attn_implementation: str = "sdpa",
+    seed: int | None = None,
+) -> nn.Module:
+    """A Qwen3ForCausalLM with random weights in one of `QWEN3_SHAPES` (no download)."""
+    from transformers import Qwen3ForCausalLM
+
+    config = qwen3_config(shape, vocab_size)
+    if seed is not None:
+        torch.manual_seed(seed)
+    model = Qwen3ForCausalLM._from_config(
+        config, attn_implementation=attn_implementation, dtype=dtype
+    )
+    return model
+
+
+def _looks_local(name: str) -> bool:
+    return name.startswith((".", "/", "~")) or Path(name).expanduser().exists()
+
+
+def load_model(
+    spec: ModelSpec,
+    *,
+    vocab_size: int | None = None,
+    dtype: torch.dtype = torch.float32,
+    attn_implementation: str = "sdpa",
+    seed: int | None = None,
+) -> nn.Module:
+    """Build the model a spec names. Random-init shapes take the tokenizer's vocab when given."""
+    if spec.shape is not None:
+        # Real shapes keep their padded 151,936-row vocabulary (the loss restricts logits to the
+        # tokenizer); the tiny shapes are sized to the tokenizer.
+        tiny = spec.shape.startswith("tiny")
+        return random_model(
+            spec.shape,
+            vocab_size=vocab_size if tiny else None,
+            dtype=dtype,
+            attn_implementation=attn_implementation,
+            seed=seed,
+        )
+    if not spec.name:
+        raise ModelLoadError("a model spec needs `name` (Hub id or local folder) or `shape`")
+    from transformers import AutoModelForCausalLM
+
+    name = str(Path(spec.name).expanduser()) if _looks_local(spec.name) else spec.name
+    if _looks_local(spec.name) and not Path(name).is_dir():
+        raise ModelLoadError(f"model folder {name!r} does not exist")
+    try:
+        return AutoModelForCausalLM.from_pretrained(
+            name, revision=spec.revision, dtype=dtype, attn_implementation=attn_implementation
+        )
+    except OSError as err:
+        offline = os.environ.get("HF_HUB_OFFLINE") == "1"
+        hint = (
+            "HF_HUB_OFFLINE=1 is set, so only the local cache is searched. "
+            if offline
+            else "The Hub could not be reached or has no such repository. "
+        )
+        raise ModelLoadError(
+            f"cannot load model {spec.name!r} (revision {spec.revision}): {hint}"
+            f"Download it once (`huggingface-cli download {spec.name}`) or point the config at a "
+            f"local folder, e.g. `pair.student.name=/models/Qwen3-4B-Base`. Cause: {err}"
+        ) from err
+
+
+def decoder_layer_class(model: nn.Module) -> type[nn.Module]:
+    """The transformer block class, for FSDP wrapping and activation checkpointing."""
+    layers = model.get_decoder().layers
+    return type(layers[0])
+
+
+class HiddenLM(nn.Module):
+    """A causal LM whose forward returns the last hidden states (after the final norm)."""
+
+    def __init__(self, lm: nn.Module) -> None:
+        super().__init__()
+        self.lm = lm
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        position_ids: torch.Tensor | None = None,
+        attention_mask: Any = None,
+    ) -> torch.Tensor:
+        out = self.lm.get_decoder()(
+            input_ids=input_ids,
+            position_ids=position_ids,
+            attention_mask=attention_mask,
+            use_cache=False,
+        )
+        return out.last_hidden_state
+
+    @property
+    def head_weight(self) -> torch.Tensor:
+        return self.lm.get_output_embeddings().weight
+
+    @property
+    def config(self):
+        return self.lm.config
+
+
+def count_parameters(model: nn.Module, non_embedding: bool = False) -> int:
+    total = sum(p.numel() for p in model.parameters())
+    if non_embedding:
+        total -= model.get_input_embeddings().weight.numel()
+    return total

@@ -1,0 +1,293 @@
+"""`DistillModule`: the Lightning adapter around kdlite's math.
+
+One training step = teacher forward (frozen, eval, no grad; skipped when lam = 0) + student
+forward + `distill_loss_chunked` on the last hidden states. Nothing here computes a loss itself.
+
+Normalisation is exact across micro-batches and devices: every batch carries the global counts of
+its optimizer step (`step_examples`, `step_tokens`, computed by the data module, which decides what
+shares a step), so each micro-batch's loss is its share of the step's sum. Lightning divides a
+micro-batch loss by the accumulation count and DDP/FSDP average gradients over ranks; the module
+multiplies by both so the optimizer sees the sum, i.e. the same gradient however the step is split.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import lightning as L
+import torch
+from torch import nn
+
+from kdlite.data.packing import attention_mask_for
+from kdlite.losses import LossParts, distill_loss_chunked, token_weights
+from kdlite.models import HiddenLM, ModelSpec, decoder_layer_class, load_model
+
+
+@dataclass(frozen=True)
+class LossSettings:
+    lam: float
+    temperature: float
+    loss_norm: str
+    vocab_size: int  # the tokenizer's length: both models' logits are cut to it
+    chunk_size: int = 1024
+
+
+@dataclass(frozen=True)
+class OptimSettings:
+    lr: float = 4e-6
+    weight_decay: float = 0.05
+    betas: tuple[float, float] = (0.9, 0.95)
+    warmup_ratio: float = 0.1
+    fused: bool = False
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    student: ModelSpec
+    teacher: ModelSpec | None  # None when lam = 0: the teacher is never loaded
+    teacher_dtype: torch.dtype = torch.float32
+    attention: str = "sdpa"  # resolved attention implementation (packing.resolve_attention)
+    activation_checkpointing: bool = False
+    teacher_sharding: str = "shard"
+    seed: int = 0
+
+
+class DistillModule(L.LightningModule):
+    def __init__(self, models: ModelSettings, loss: LossSettings, optim: OptimSettings) -> None:
+        super().__init__()
+        self.models = models
+        self.loss_settings = loss
+        self.optim_settings = optim
+        self.student: HiddenLM | None = None
+        self.teacher: HiddenLM | None = None
+        # Teacher weights are not part of the checkpoint, so loading must not insist on them.
+        self.strict_loading = False
+        self._step_sums = torch.zeros(3)
+        self._tokens_seen = 0
+        self._step_started = time.perf_counter()
+        self._val_sums: dict[int, torch.Tensor] = {}
+
+    # ---- models ---------------------------------------------------------------------------
+    def configure_model(self) -> None:
+        if self.student is not None:
+            return
+        s = self.models
+        vocab = self.loss_settings.vocab_size
+        self.student = HiddenLM(
+            load_model(s.student, vocab_size=vocab, attn_implementation=s.attention, seed=s.seed)
+        )
+        if s.teacher is not None:
+            teacher = load_model(
+                s.teacher, vocab_size=vocab, dtype=s.teacher_dtype, attn_implementation=s.attention
+            )
+            teacher.eval()
+            teacher.requires_grad_(False)
+            self.teacher = HiddenLM(teacher)
+        self._check_vocab()
+        if s.activation_checkpointing:
+            self.student.lm.gradient_checkpointing_enable({"use_reentrant": False})
+        if self.device_mesh is not None:  # ModelParallelStrategy (FSDP2): shard each model
+            self._shard(self.device_mesh)
+
+    def _check_vocab(self) -> None:
+        vocab = self.loss_settings.vocab_size
+        for role, model in (("student", self.student), ("teacher", self.teacher)):
+            if model is not None and model.head_weight.shape[0] < vocab:
+                raise ValueError(
+                    f"{role} has {model.head_weight.shape[0]} output rows but the tokenizer has "
+                    f"{vocab} ids: this model was not trained with this tokenizer"
+                )
+
+    def _shard(self, mesh: Any) -> None:
+        from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+        dp_mesh = mesh["data_parallel"]
+        mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+        layer_cls = decoder_layer_class(self.student.lm)
+        for module in self.student.modules():
+            if isinstance(module, layer_cls):
+                fully_shard(module, mesh=dp_mesh, mp_policy=mp)
+        fully_shard(self.student, mesh=dp_mesh, mp_policy=mp)
+        if self.teacher is not None and self.models.teacher_sharding == "shard":
+            # The teacher is stored in bf16 (no master copy needed) and never resharded for a
+            # backward, so each layer is gathered once per forward and freed right after.
+            for module in self.teacher.modules():
+                if isinstance(module, layer_cls):
+                    fully_shard(module, mesh=dp_mesh)
+            fully_shard(self.teacher, mesh=dp_mesh)
+        elif self.teacher is not None:
+            self.teacher.to(self.device)
+
+    def train(self, mode: bool = True) -> DistillModule:
+        super().train(mode)
+        if self.teacher is not None:
+            self.teacher.eval()  # frozen: Lightning's train() must not flip it back
+        return self
+
+    # ---- loss -----------------------------------------------------------------------------
+    def _forward_loss(self, batch: dict[str, Any], loss_norm: str) -> tuple[LossParts, int]:
+        ls = self.loss_settings
+        segments = batch["segment_ids_BT"]
+        mask = None
+        if _needs_mask(batch):
+            mask = attention_mask_for(segments, self.models.attention, dtype=self._compute_dtype())
+        weights = token_weights(
+            batch["labels_BT"],
+            segments,
+            loss_norm,
+            step_examples=batch["step_examples"],
+            step_tokens=batch["step_tokens"],
+        )
+        teacher_hidden = teacher_head = None
+        if ls.lam > 0:
+            assert self.teacher is not None, "lam > 0 needs a teacher"
+            with torch.no_grad():
+                teacher_hidden = self.teacher(batch["input_ids_BT"], batch["position_ids_BT"], mask)
+                teacher_head = self.teacher.head_weight
+        student_hidden = self.student(batch["input_ids_BT"], batch["position_ids_BT"], mask)
+        parts = distill_loss_chunked(
+            student_hidden,
+            self.student.head_weight,
+            teacher_hidden,
+            teacher_head,
+            batch["labels_BT"],
+            weights,
+            lam=ls.lam,
+            temperature=ls.temperature,
+            vocab_size=ls.vocab_size,
+            chunk_size=ls.chunk_size,
+        )
+        n_tokens = int((segments >= 0).sum())
+        return parts, n_tokens
+
+    def _compute_dtype(self) -> torch.dtype:
+        precision = str(getattr(self.trainer, "precision", "32-true")) if self._trainer else "32"
+        return torch.bfloat16 if "bf16" in precision else torch.float32
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        parts, n_tokens = self._forward_loss(batch, self.loss_settings.loss_norm)
+        self._step_sums += torch.stack([parts.loss, parts.soft, parts.hard]).detach().float().cpu()
+        self._tokens_seen += n_tokens
+        # Undo Lightning's 1/accumulate and the ranks' gradient averaging: the optimizer must see
+        # the step's sum of weighted token losses (see the module docstring).
+        scale = self.trainer.accumulate_grad_batches * self.trainer.world_size
+        return parts.loss * scale
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if (batch_idx + 1) % self.trainer.accumulate_grad_batches:
+            return
+        sums = self._step_sums.to(self.device)
+        tokens = torch.tensor(float(self._tokens_seen), device=self.device)
+        if self.trainer.world_size > 1:
+            sums = self.all_gather(sums).sum(0)
+            tokens = self.all_gather(tokens).sum()
+        elapsed = time.perf_counter() - self._step_started
+        metrics = {
+            "train/loss": sums[0],
+            "train/soft": sums[1],
+            "train/hard": sums[2],
+            "train/tokens_per_s": tokens / max(elapsed, 1e-9),
+            "lr": torch.tensor(self.trainer.optimizers[0].param_groups[0]["lr"]),
+        }
+        self._global_tokens = getattr(self, "_global_tokens", 0.0) + float(tokens)
+        metrics["train/tokens_seen"] = torch.tensor(self._global_tokens)
+        if torch.cuda.is_available():
+            metrics["train/peak_mem_gib"] = torch.tensor(torch.cuda.max_memory_allocated() / 2**30)
+        self.log_dict(metrics, on_step=True, on_epoch=False, prog_bar=False, rank_zero_only=True)
+        self.log("loss", sums[0], prog_bar=True, on_step=True, logger=False, rank_zero_only=True)
+        self._step_sums.zero_()
+        self._tokens_seen = 0
+        self._step_started = time.perf_counter()
+
+    # ---- validation -----------------------------------------------------------------------
+    def on_validation_epoch_start(self) -> None:
+        self._val_sums = {}
+
+    def validation_step(
+        self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
+        # Validation reports the mean over examples of each example's mean token loss, whatever
+        # `loss_norm` training uses: batches carry step_examples = 1, so sums are per-example means.
+        parts, _ = self._forward_loss(batch, "sequence")
+        n = torch.tensor(float(batch["n_weighted_examples"]), device=self.device)
+        row = torch.stack(
+            [parts.loss.detach(), parts.soft.detach(), parts.hard.detach(), n]
+        ).float()
+        self._val_sums[dataloader_idx] = self._val_sums.get(dataloader_idx, 0) + row
+
+    def on_validation_epoch_end(self) -> None:
+        # Loader 0 is the validation set cropped like training (as the study did); loader 1, when
+        # present, is the same examples un-cropped, comparable across runs with different lsp.
+        n_loaders = len(self.trainer.num_val_batches)
+        for idx, prefix in ((0, "val"), (1, "val_full")):
+            if idx >= n_loaders:
+                continue
+            sums = self._val_sums.get(idx, torch.zeros(4, device=self.device))
+            if self.trainer.world_size > 1:
+                sums = self.trainer.strategy.reduce(sums, reduce_op="sum")
+            count = sums[3].clamp_min(1.0)
+            metrics = {
+                f"{prefix}/loss": sums[0] / count,
+                f"{prefix}/soft": sums[1] / count,
+                f"{prefix}/hard": sums[2] / count,
+            }
+            if n_loaders == 1:  # lsp = 1, left crop: the full set is the cropped set
+                metrics.update({k.replace("val/", "val_full/"): v for k, v in metrics.items()})
+            self.log_dict(metrics, add_dataloader_idx=False, prog_bar=idx == 0)
+
+    # ---- optimizer ------------------------------------------------------------------------
+    def configure_optimizers(self) -> dict[str, Any]:
+        o = self.optim_settings
+        assert self.student is not None
+        decay, no_decay = [], []
+        for name, p in self.student.named_parameters():
+            if not p.requires_grad:
+                continue
+            (no_decay if p.ndim < 2 or "norm" in name else decay).append(p)
+        groups = [
+            {"params": decay, "weight_decay": o.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ]
+        optimizer = torch.optim.AdamW(groups, lr=o.lr, betas=o.betas, fused=o.fused or None)
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        warmup = int(o.warmup_ratio * total)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(warmup, total))
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }
+
+    # ---- checkpoints: the student only ----------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint.get("state_dict", {})
+        for key in [k for k in state if k.startswith("teacher.")]:
+            del state[key]
+        checkpoint["tokens_seen"] = float(getattr(self, "_global_tokens", 0.0))
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._global_tokens = float(checkpoint.get("tokens_seen", 0.0))
+
+
+def _needs_mask(batch: dict[str, Any]) -> bool:
+    """A single unpadded example per row needs no mask: plain causal attention is exact."""
+    segments = batch["segment_ids_BT"]
+    return bool((segments != 0).any())
+
+
+def warmup_cosine(warmup: int, total: int):
+    """Linear warmup over `warmup` steps, then cosine decay to 0 at `total`."""
+
+    def factor(step: int) -> float:
+        if warmup > 0 and step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total - warmup)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return factor
+
+
+def trainable_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters() if p.requires_grad)

@@ -1,0 +1,401 @@
+"""`train(cfg)`: one distillation run, from a composed config to an exported student.
+
+Order matters for failing early: validate the config, resolve the tokenizer and both models'
+sources (a typo or an offline Hub fails here, before any data or weights are loaded), then data,
+then models. Every run directory describes itself (config, overrides, git revision, data
+manifest, metrics, checkpoints, export) so a sweep can be compared or resumed without asking
+anyone: rerunning the same command finds `checkpoints/last.ckpt` and continues from it.
+"""
+
+from __future__ import annotations
+
+import gc
+import hashlib
+import json
+import logging
+import os
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from kdlite.cache import cache_root
+from kdlite.config import ConfigError, accumulation, validate, world_size
+from kdlite.models import DTYPES, ModelLoadError, ModelSpec
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    export_dir: Path | None
+    best_val_loss: float | None
+    global_step: int
+
+
+# ---- run directory ---------------------------------------------------------------------------
+def git_revision() -> str:
+    root = Path(__file__).resolve().parents[1]
+    try:
+        rev = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5
+        )
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain"], cwd=root, capture_output=True, text=True, timeout=5
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    if rev.returncode:
+        return "unknown (not a git checkout)"
+    return rev.stdout.strip() + (" (dirty)" if dirty.stdout.strip() else "")
+
+
+def _overrides() -> list[str]:
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        return list(HydraConfig.get().overrides.task)
+    except ValueError:  # not running under @hydra.main (tests, library use)
+        return []
+
+
+def _is_multirun() -> bool:
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        hc = HydraConfig.get()
+        return (
+            hc.mode == RunMode.MULTIRUN and "basic" in str(hc.launcher.get("_target_", "")).lower()
+        )
+    except ValueError:
+        return False
+
+
+def write_run_files(run_dir: Path, cfg: DictConfig) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    (run_dir / "overrides.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(_overrides())))
+    (run_dir / "git.txt").write_text(git_revision() + "\n")
+
+
+# ---- sources ---------------------------------------------------------------------------------
+def model_spec(m: Any) -> ModelSpec:
+    return ModelSpec(name=m.name, revision=m.revision, shape=m.shape)
+
+
+def check_tokenizers(pair: Any, tokenizer: Any, teacher: ModelSpec | None) -> None:
+    """Refuse a teacher and student whose tokenizers differ, before any compute."""
+    from kdlite.data.tokenizer import load_tokenizer, vocab_fingerprint
+
+    # The id -> token map must match; EOS may differ (Qwen3-*-Base ends with <|endoftext|>).
+    want = vocab_fingerprint(tokenizer)
+    for role, spec in (("student", model_spec(pair.student)), ("teacher", teacher)):
+        if spec is None or spec.shape is not None or not spec.name:
+            continue  # random-init shapes take the pair's tokenizer
+        try:
+            theirs = load_tokenizer(spec.name, spec.revision)
+        except Exception as err:  # noqa: BLE001 - any failure here is a resolution failure
+            raise ModelLoadError(
+                f"cannot load the {role}'s tokenizer {spec.name!r}: {err}"
+            ) from err
+        if vocab_fingerprint(theirs) != want:
+            raise ConfigError(
+                f"the {role} {spec.name!r} uses a different tokenizer than the pair's "
+                f"({pair.tokenizer!r}); logit distillation needs one shared vocabulary"
+            )
+
+
+def bootstrap_teacher(cfg: DictConfig, tokenizer: Any) -> Path:
+    """Train the tiny teacher on the data with the hard loss alone, once; return its export."""
+    from kdlite.data.tokenizer import tokenizer_fingerprint
+
+    pair = cfg.pair
+    recipe = {
+        "teacher": OmegaConf.to_container(pair.teacher, resolve=True),
+        "bootstrap": OmegaConf.to_container(pair.bootstrap, resolve=True),
+        "data": OmegaConf.to_container(cfg.data, resolve=True),
+        "tokenizer": tokenizer_fingerprint(tokenizer),
+        "seed": cfg.seed,
+    }
+    key = hashlib.sha1(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:12]
+    home = cache_root() / "teachers" / f"{pair.name}-{key}"
+    export = home / "run" / "export"
+    if (export / "config.json").exists():
+        return export
+    log.info("bootstrapping the %s teacher (hard loss only, cached at %s)", pair.name, home)
+    sub = OmegaConf.to_container(cfg, resolve=True)
+    assert isinstance(sub, dict)
+    b = pair.bootstrap
+    sub.update(lam=0.0, lsp=1.0, crop="left", supervise="p_cot_a", experiment=None, export=True)
+    sub["run_dir"] = str(home / "run")
+    sub["pair"]["student"] = dict(sub["pair"]["teacher"], bootstrap=False)
+    sub["pair"]["teacher"]["bootstrap"] = False
+    sub["optim"].update(lr=b.lr, epochs=b.epochs, max_steps=-1)
+    sub["batch"].update(examples_per_step=b.examples_per_step, micro_examples=b.micro_examples)
+    sub["logger"]["wandb"] = False
+    from kdlite.config import TrainConfig
+
+    sub_cfg = OmegaConf.merge(OmegaConf.structured(TrainConfig), sub)
+    train(sub_cfg)
+    return export
+
+
+# ---- trainer ---------------------------------------------------------------------------------
+def _strategy(cfg: DictConfig) -> Any:
+    name = str(
+        cfg.trainer.strategy.value
+        if hasattr(cfg.trainer.strategy, "value")
+        else cfg.trainer.strategy
+    )
+    if name == "fsdp":
+        from lightning.pytorch.strategies import ModelParallelStrategy
+
+        # FSDP2 (per-parameter sharding): student and teacher are sharded separately by decoder
+        # layer in DistillModule.configure_model; one consolidated checkpoint file on rank 0.
+        return ModelParallelStrategy(
+            data_parallel_size="auto", tensor_parallel_size=1, save_distributed_checkpoint=False
+        )
+    return name
+
+
+def _loggers(cfg: DictConfig, run_dir: Path) -> list[Any]:
+    from lightning.pytorch.loggers import CSVLogger
+
+    loggers: list[Any] = [CSVLogger(save_dir=str(run_dir), name="", version="")]
+    if cfg.logger.wandb:
+        os.environ.setdefault("WANDB_MODE", cfg.logger.mode)
+        from lightning.pytorch.loggers import WandbLogger
+
+        loggers.append(
+            WandbLogger(
+                project=cfg.logger.project,
+                group=cfg.logger.group or cfg.experiment or None,
+                name=run_dir.name,
+                save_dir=str(run_dir),
+                offline=cfg.logger.mode == "offline",
+                config=OmegaConf.to_container(cfg, resolve=True),
+            )
+        )
+    return loggers
+
+
+def _enum(value: Any) -> str:
+    return str(value.value if hasattr(value, "value") else value)
+
+
+def train(cfg: DictConfig) -> RunResult:
+    import lightning as L
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from kdlite.data.datamodule import DataSpec, DistillDataModule, Knobs
+    from kdlite.data.packing import resolve_attention
+    from kdlite.data.tokenizer import load_tokenizer
+    from kdlite.module import DistillModule, LossSettings, ModelSettings, OptimSettings
+
+    validate(cfg)
+    world = world_size(cfg.trainer)
+    accum = accumulation(cfg.batch, world)
+    if world > 1 and _is_multirun():
+        raise ConfigError(
+            "multirun with several devices on Hydra's basic launcher is refused: Lightning would "
+            "relaunch the whole sweep once per rank. Use the Slurm launcher "
+            "(`hydra/launcher=slurm`) or run the jobs one at a time."
+        )
+    if cfg.trainer.num_threads:
+        torch.set_num_threads(int(cfg.trainer.num_threads))
+    run_dir = Path(cfg.run_dir)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+
+    tokenizer = load_tokenizer(cfg.pair.tokenizer)
+    teacher: ModelSpec | None = None
+    if cfg.lam > 0:
+        if cfg.pair.teacher.bootstrap:
+            teacher = ModelSpec(name=str(bootstrap_teacher(cfg, tokenizer)))
+        else:
+            teacher = model_spec(cfg.pair.teacher)
+    check_tokenizers(cfg.pair, tokenizer, teacher)
+
+    write_run_files(run_dir, cfg)
+    d = cfg.data
+    spec = DataSpec(
+        name=d.name,
+        path=d.path,
+        revision=d.revision,
+        hf_config=d.hf_config,
+        split=d.split,
+        task_types=tuple(d.task_types) if d.task_types else None,
+        train_size=d.train_size,
+        val_size=d.val_size,
+        max_tokens=d.max_tokens,
+        limit=d.limit,
+        synthetic_size=d.synthetic_size,
+        seed=d.seed,
+    )
+    knobs = Knobs(
+        lsp=float(cfg.lsp),
+        crop=_enum(cfg.crop),
+        supervise=_enum(cfg.supervise),
+        examples_per_step=cfg.batch.examples_per_step,
+        micro_examples=cfg.batch.micro_examples,
+        pack=cfg.batch.pack,
+        seed=cfg.seed,
+    )
+    datamodule = DistillDataModule(spec, tokenizer, knobs, num_workers=cfg.trainer.num_workers)
+
+    accelerator = cfg.trainer.accelerator
+    device_type = (
+        "cuda"
+        if accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+        else "cpu"
+    )
+    attention = resolve_attention(_enum(cfg.batch.attention), device_type)
+    module = DistillModule(
+        ModelSettings(
+            student=model_spec(cfg.pair.student),
+            teacher=teacher,
+            teacher_dtype=DTYPES[cfg.trainer.teacher_dtype],
+            attention=attention,
+            activation_checkpointing=cfg.trainer.activation_checkpointing,
+            teacher_sharding=_enum(cfg.trainer.teacher_sharding),
+            seed=cfg.seed,
+        ),
+        LossSettings(
+            lam=float(cfg.lam),
+            temperature=float(cfg.temperature),
+            loss_norm=_enum(cfg.loss_norm),
+            vocab_size=len(tokenizer),
+            chunk_size=cfg.trainer.chunk_size,
+        ),
+        OptimSettings(
+            lr=cfg.optim.lr,
+            weight_decay=cfg.optim.weight_decay,
+            betas=tuple(cfg.optim.betas),
+            warmup_ratio=cfg.optim.warmup_ratio,
+            fused=cfg.optim.fused,
+        ),
+    )
+
+    ckpt_dir = run_dir / "checkpoints"
+    best = ModelCheckpoint(
+        dirpath=ckpt_dir,
+        filename="best",
+        monitor="val/loss",
+        mode="min",
+        save_top_k=1,
+        save_weights_only=True,
+        auto_insert_metric_name=False,
+        enable_version_counter=False,
+    )
+    last = ModelCheckpoint(
+        dirpath=ckpt_dir,
+        filename="last",
+        save_top_k=1,
+        monitor="step",
+        mode="max",
+        every_n_train_steps=max(1, int(cfg.trainer.checkpoint_every)),
+        auto_insert_metric_name=False,
+        enable_version_counter=False,
+    )
+    trainer = L.Trainer(
+        accelerator=accelerator,
+        devices=cfg.trainer.devices,
+        num_nodes=cfg.trainer.num_nodes,
+        strategy=_strategy(cfg),
+        precision=cfg.trainer.precision,
+        max_epochs=cfg.optim.epochs,
+        max_steps=cfg.optim.max_steps,
+        accumulate_grad_batches=accum,
+        gradient_clip_val=cfg.optim.grad_clip or None,
+        logger=_loggers(cfg, run_dir),
+        callbacks=[best, last],
+        val_check_interval=cfg.trainer.val_check_interval,
+        check_val_every_n_epoch=1,
+        log_every_n_steps=cfg.trainer.log_every_n_steps,
+        use_distributed_sampler=False,
+        enable_progress_bar=cfg.trainer.progress_bar,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        deterministic=cfg.trainer.deterministic,
+        default_root_dir=str(run_dir),
+    )
+    resume_from = ckpt_dir / "last.ckpt"
+    ckpt_path = str(resume_from) if cfg.resume and resume_from.exists() else None
+    if ckpt_path:
+        log.info("resuming from %s", ckpt_path)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=False)
+
+    best_score = best.best_model_score
+    result = RunResult(
+        run_dir, None, float(best_score) if best_score is not None else None, trainer.global_step
+    )
+    if trainer.is_global_zero:
+        manifest = dict(datamodule.manifest, world_size=world, accumulation=accum)
+        (run_dir / "manifest.json").write_text(json.dumps(manifest, indent=1, default=str))
+    if cfg.export:
+        result.export_dir = _export(module, trainer, tokenizer, run_dir, best.best_model_path, cfg)
+    _cleanup(trainer, module)
+    return result
+
+
+def _student_state(module: Any, trainer: Any, best_path: str) -> dict[str, torch.Tensor]:
+    """The best checkpoint's student weights (or the current ones), keyed like the HF model."""
+    prefix = "student.lm."
+    if best_path and Path(best_path).exists():
+        ckpt = torch.load(best_path, map_location="cpu", weights_only=True)
+        state = ckpt["state_dict"]
+    elif trainer.world_size > 1:
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        state = get_model_state_dict(
+            module, options=StateDictOptions(full_state_dict=True, cpu_offload=True)
+        )
+    else:
+        state = module.state_dict()
+    return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+
+
+def _export(
+    module: Any, trainer: Any, tokenizer: Any, run_dir: Path, best_path: str, cfg: DictConfig
+) -> Path | None:
+    from kdlite.export import export_student
+    from kdlite.models import load_model
+
+    state = _student_state(module, trainer, best_path)
+    if not trainer.is_global_zero:
+        return None
+    # A fresh CPU copy of the student's architecture receives the weights: under FSDP the live
+    # module holds shards, and the export must not change the training module's dtype.
+    lm = (
+        load_model(model_spec(cfg.pair.student), vocab_size=len(tokenizer))
+        if cfg.pair.student.shape
+        else None
+    )
+    if lm is None:
+        lm = module.student.lm
+    out = export_student(
+        lm,
+        tokenizer,
+        run_dir / "export",
+        state_dict=state,
+        info={"run_dir": str(run_dir), "checkpoint": best_path or "final", "git": git_revision()},
+    )
+    print(f"kdlite: exported the student to {out}")
+    return out
+
+
+def _cleanup(trainer: Any, module: Any) -> None:
+    """Free memory and finish loggers so the next job of a sweep starts clean."""
+    for logger in trainer.loggers:
+        if type(logger).__name__ == "WandbLogger":
+            import wandb
+
+            wandb.finish()
+    del trainer, module
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()

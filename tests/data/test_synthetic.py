@@ -1,0 +1,126 @@
+"""The embedded corpus: determinism, trace structure (answer mid-CoT, then a checked re-derivation),
+and a benchmark that never overlaps the training prompts."""
+
+from __future__ import annotations
+
+import random
+import re
+import statistics
+from itertools import islice
+
+from kdlite.data.synthetic import (
+    CUE_RE,
+    _problems,
+    answer_position,
+    boxed_answer,
+    generate_benchmark,
+    generate_examples,
+    is_benchmark_problem,
+)
+
+EQ_RE = re.compile(r"(\d+) ([-+*/]) (\d+) = (\d+)")
+
+
+def test_same_seed_same_text_different_seed_different():
+    a, b, c = generate_examples(50, 3), generate_examples(50, 3), generate_examples(50, 4)
+    assert a == b
+    assert [e.prompt for e in a] != [e.prompt for e in c]
+    assert len({e.prompt for e in a} & {e.prompt for e in c}) < 5
+    assert generate_examples(10, 3) == a[:10]  # prefix-stable
+    assert generate_benchmark(20, 1) == generate_benchmark(20, 1)
+    assert generate_benchmark(20, 1) != generate_benchmark(20, 2)
+
+
+def test_source_ids_are_unique_and_synthetic():
+    ex = generate_examples(200, 0)
+    assert len({e.source_id for e in ex}) == 200
+    assert all(e.source_id.startswith(f"synthetic:{i}:") for i, e in enumerate(ex))
+    assert len({e.prompt for e in ex}) == 200
+
+
+def test_trace_structure():
+    ex = generate_examples(300, 11)
+    slips = 0
+    for e in ex:
+        y = boxed_answer(e)
+        cue = CUE_RE.search(e.cot)
+        assert cue is not None, e.cot
+        first = re.search(rf"= {y}(?!\d)", e.cot)
+        assert first is not None
+        if "made a slip" in e.cot:
+            slips += 1
+            # the first pass ended on a wrong value; the check corrects it after the cue
+            assert first.start() > cue.start()
+        else:
+            assert first.end() < cue.start(), e.cot  # derived before the re-check starts
+        # every equation in CoT and answer is correct arithmetic, except the one slip
+        wrong = 0
+        for m in EQ_RE.finditer(e.cot + e.answer):
+            x, op, k, r = int(m[1]), m[2], int(m[3]), int(m[4])
+            true = {"+": x + k, "-": x - k, "*": x * k, "/": x // k if k else -1}[op]
+            assert op != "/" or x % k == 0
+            wrong += true != r
+        assert wrong == ("made a slip" in e.cot)
+        # the answer section's chain ends on the boxed answer, values stay small
+        chain = EQ_RE.findall(e.answer)
+        assert 2 <= len(chain) <= 4 and int(chain[-1][3]) == y
+        assert all(0 < int(v) <= 99 for m in chain for v in (m[0], m[3]))
+    assert 20 <= slips <= 80  # ~15% of 300
+
+
+def test_restatement_and_reflection_cues():
+    for e in generate_examples(100, 2):
+        restate = e.cot.split("\n\n")[0]
+        start = re.match(r"(\w+) has (\d+) ", e.prompt)
+        assert f"{start[1]} starts with {start[2]} " in restate
+        assert re.search(r"Wait|recheck|double-check", e.cot.split("\n\n", 2)[2])
+        assert e.answer.endswith(f"\\boxed{{{boxed_answer(e)}}}.")
+
+
+def test_answer_reached_mid_cot():
+    pos = [answer_position(e) for e in generate_examples(500, 5)]
+    assert 0.45 <= statistics.mean(pos) <= 0.55
+    assert min(pos) > 0.25 and max(pos) < 0.8
+    assert statistics.pstdev(pos) > 0.03  # varied, not a fixed spot
+
+
+def test_benchmark_disjoint_from_training_for_any_seed():
+    train = {e.prompt for s in range(4) for e in generate_examples(300, s)}
+    for s in range(4):
+        bench = generate_benchmark(60, s)
+        assert not {b["problem"] for b in bench} & train
+        for b in bench:
+            assert b["answer"].isdigit() and b["id"].startswith("synthetic-bench:")
+    # by construction: the split is on the arithmetic, so no wording can leak a problem across
+    rng = random.Random(0)
+    bench_keys = [p.key for p in islice(_problems(rng, benchmark=True), 300)]
+    train_keys = [p.key for p in islice(_problems(rng, benchmark=False), 3000)]
+    assert all(map(is_benchmark_problem, bench_keys))
+    assert not any(map(is_benchmark_problem, train_keys))
+    assert len(set(bench_keys)) == 300
+    assert not set(train_keys) & set(bench_keys)
+
+
+def _solve(problem: str) -> int:
+    """An independent reading of the problem wording."""
+    x = 0
+    for sent in re.split(r"(?<=[.?]) ", problem):
+        if m := re.search(r" has (\d+) \w", sent):
+            x = int(m[1])
+        elif m := re.search(r" (\d+) more ", sent):
+            x += int(m[1])
+        elif m := re.search(r" (\d+) of them", sent):
+            x -= int(m[1])
+        elif m := re.search(r"into (\d+) bags", sent):
+            x //= int(m[1])
+        elif "doubles" in sent or "triples" in sent or "times as many" in sent:
+            m = re.search(r"(\d+) times", sent)
+            x *= int(m[1]) if m else (2 if "doubles" in sent else 3)
+    return x
+
+
+def test_answers_match_the_problem_wording():
+    for b in generate_benchmark(100, 0):
+        assert str(_solve(b["problem"])) == b["answer"], b
+    for e in generate_examples(100, 0):
+        assert _solve(e.prompt) == boxed_answer(e), e.prompt
