@@ -8,6 +8,7 @@ study's evaluation protocol (temperature 0.6, top-p 0.95).
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 from typing import Any
@@ -45,15 +46,22 @@ def export_student(
     out.mkdir(parents=True, exist_ok=True)
     if state_dict is None:
         state_dict = lm.state_dict()
-    state_dict = {
-        k: v.detach().to("cpu", dtype) if v.is_floating_point() else v.cpu()
-        for k, v in state_dict.items()
-    }
-    lm.config.torch_dtype = dtype
+    # A fresh copy in the export dtype receives the weights: the live module may be sharded or in
+    # fp32 master precision, and must not be changed by exporting.
+    config = copy.deepcopy(lm.config)
     stops = stop_token_ids(tokenizer)
-    lm.config.eos_token_id = stops[0] if len(stops) == 1 else stops
-    lm.config.pad_token_id = tokenizer.pad_token_id
-    lm.save_pretrained(out, state_dict=state_dict, safe_serialization=True)
+    config.eos_token_id = stops[0] if len(stops) == 1 else stops
+    config.pad_token_id = tokenizer.pad_token_id
+    fresh = type(lm)._from_config(config, dtype=dtype)
+    missing, unexpected = fresh.load_state_dict(
+        {k: v.detach().to("cpu") for k, v in state_dict.items()}, strict=False
+    )
+    tied = {"lm_head.weight"} if getattr(config, "tie_word_embeddings", False) else set()
+    if set(missing) - tied or unexpected:
+        raise ValueError(
+            f"student weights do not fit its config: missing {missing}, unexpected {unexpected}"
+        )
+    fresh.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
     GenerationConfig(
         eos_token_id=stops,

@@ -45,6 +45,7 @@ __all__ = [
     "LOSS_NORMS",
     "LossParts",
     "distill_loss_chunked",
+    "distill_loss_chunked_cached",
     "distill_loss_reference",
     "token_weights",
 ]
@@ -348,6 +349,228 @@ def distill_loss_chunked(
         student_head_VH,
         teacher_hidden_NH,
         teacher_head_VH,
+        labels_N,
+        w_X[keep_N],
+        float(lam),
+        float(temperature),
+        V,
+        int(chunk_size),
+        grad_on and hidden_NH.requires_grad,
+        grad_on and student_head_VH.requires_grad,
+    )
+    return LossParts(loss=loss, soft=soft, hard=hard)
+
+
+# ---- teacher logit cache: the KD term from stored top-k log-probs -------------------------------
+#
+# A cached position holds the teacher's k largest log-probs log p_T(v), v ∈ K, and the log of the
+# remaining mass log r_T = log(1 − Σ_K p_T(v)) (kdlite/teacher_cache.py). The KD term is the exact
+# forward KL between the (k + 1)-bucket coarsenings of both distributions (K's ids plus one "rest"
+# bucket):
+#     kl_t = τ² · [ Σ_K p_T(v)·(log p_T(v) − log q(v)) + r_T·(log r_T − log r_S) ],
+#     r_S = Σ_{v∉K} q(v), computed as a log-sum-exp over the ids outside K (no 1 − Σ cancellation).
+# By the log-sum inequality it is ≤ the full KL and equals it when K covers the vocabulary.
+# Gradient w.r.t. the student logits z (q = softmax(z/τ), P = Σ_K p_T + r_T, 1 up to storage
+# rounding):  dkl/dz_j = τ·(q_j·P − p_T(j)) for j ∈ K,  τ·q_j·(P − r_T/r_S) for j ∉ K.
+# Temperature is exact only when the cache was built at the same τ (it stores log softmax(z_T/τ));
+# the cache records its τ and the reader refuses a mismatch.
+
+
+def _cached_chunk_terms(
+    hidden_CH: Tensor,
+    head_VH: Tensor,
+    cached: tuple[Tensor, Tensor, Tensor] | None,
+    labels_C: Tensor,
+    lam: float,
+    tau: float,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Unweighted kl_C, ce_C and dℓ_C/dz_CV for cached teacher terms (ids_CK, logp_CK, rest_C).
+
+    At τ = 1 one log-softmax serves both the KD and the CE term (the online path computes two).
+    At most three fp32 [C, V] buffers are alive at once.
+    """
+    z_CV = (hidden_CH @ head_VH.T).float()
+    rows_C = torch.arange(len(labels_C), device=labels_C.device)
+    logq1_CV: Tensor | None = None
+    ce_C = kl_C = z_CV.new_zeros(z_CV.shape[0])
+    if lam < 1 or tau == 1:
+        logq1_CV = F.log_softmax(z_CV, dim=-1)
+    if lam < 1:
+        assert logq1_CV is not None
+        ce_C = -logq1_CV.gather(1, labels_C[:, None]).squeeze(1)
+    if cached is None:  # lam = 0: CE only
+        assert logq1_CV is not None
+        grad_CV = logq1_CV.exp_()
+        grad_CV[rows_C, labels_C] -= 1.0
+        return kl_C, ce_C, grad_CV
+
+    ids_CK, logp_CK, rest_C = cached
+    shared = tau == 1 and logq1_CV is not None
+    logq_CV = logq1_CV if shared else F.log_softmax(z_CV.div_(tau), dim=-1)
+    assert logq_CV is not None
+    del z_CV
+    logq_CK = logq_CV.gather(1, ids_CK)
+    log_rest_s_C = logq_CV.scatter(1, ids_CK, float("-inf")).logsumexp(1)
+    p_CK = logp_CK.exp()
+    rest_t_C = rest_C.exp()
+    has_rest_C = rest_t_C > 0  # k = V leaves no rest bucket (log r_T = −inf)
+    kl_rest_C = torch.where(has_rest_C, rest_t_C * (rest_C - log_rest_s_C), 0.0)
+    kl_C = ((p_CK * (logp_CK - logq_CK)).sum(1) + kl_rest_C) * tau**2
+    ratio_C = torch.where(has_rest_C, (rest_C - log_rest_s_C).exp(), 0.0)
+    mass_C = p_CK.sum(1) + rest_t_C
+    # ℓ = lam·kl + (1 − lam)·ce; dℓ/dz = lam·τ·(…) above, plus (1 − lam)·(q1 − onehot)
+    a_C = lam * tau * mass_C + ((1 - lam) if shared else 0.0)
+    b_C = lam * tau * ratio_C
+    q_CV = logq_CV.exp_()  # in place: at τ = 1 this is also q1
+    grad_CV = q_CV
+    q_CK = logq_CK.exp()
+    grad_CV.mul_((a_C - b_C)[:, None])
+    grad_CV.scatter_(1, ids_CK, q_CK * a_C[:, None] - lam * tau * p_CK)
+    if lam < 1:
+        if shared:
+            grad_CV[rows_C, labels_C] -= 1 - lam
+        else:
+            assert logq1_CV is not None
+            ce_grad_CV = logq1_CV.exp_()
+            ce_grad_CV[rows_C, labels_C] -= 1.0
+            grad_CV.add_(ce_grad_CV, alpha=1 - lam)
+    return kl_C, ce_C, grad_CV
+
+
+class _CachedDistillLoss(torch.autograd.Function):
+    """As `_ChunkedDistillLoss`, with the teacher's chunk terms read from the cache."""
+
+    @staticmethod
+    def forward(
+        ctx,
+        hidden_NH: Tensor,
+        head_VH: Tensor,
+        ids_NK: Tensor | None,
+        logp_NK: Tensor | None,
+        rest_N: Tensor | None,
+        labels_N: Tensor,
+        w_N: Tensor,
+        lam: float,
+        tau: float,
+        vocab_size: int,
+        chunk_size: int,
+        need_hidden_grad: bool,
+        need_head_grad: bool,
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        dtype = hidden_NH.dtype
+        head_used_VH = head_VH[:vocab_size].to(dtype)
+        grad_hidden_NH = torch.zeros_like(hidden_NH) if need_hidden_grad else None
+        grad_head_VH = (
+            torch.zeros(head_VH.shape, dtype=torch.float32, device=head_VH.device)
+            if need_head_grad
+            else None
+        )
+        soft = w_N.new_zeros((), dtype=torch.float32)
+        hard = w_N.new_zeros((), dtype=torch.float32)
+        with torch.autocast(hidden_NH.device.type, enabled=False):
+            for start in range(0, hidden_NH.shape[0], chunk_size):
+                rows = slice(start, start + chunk_size)
+                h_CH = hidden_NH[rows]
+                cached = None
+                if ids_NK is not None and logp_NK is not None and rest_N is not None:
+                    cached = (ids_NK[rows], logp_NK[rows], rest_N[rows])
+                kl_C, ce_C, grad_CV = _cached_chunk_terms(
+                    h_CH, head_used_VH, cached, labels_N[rows], lam, tau
+                )
+                w_C = w_N[rows]
+                soft = soft + (w_C * kl_C).sum()
+                hard = hard + (w_C * ce_C).sum()
+                grad_CV = grad_CV.mul_(w_C[:, None]).to(dtype)
+                if grad_hidden_NH is not None:
+                    grad_hidden_NH[rows] = grad_CV @ head_used_VH
+                if grad_head_VH is not None:
+                    grad_head_VH[:vocab_size] += (grad_CV.T @ h_CH).float()
+                del grad_CV
+        loss = lam * soft + (1 - lam) * hard
+        ctx.save_for_backward(
+            grad_hidden_NH,
+            None if grad_head_VH is None else grad_head_VH.to(head_VH.dtype),
+        )
+        ctx.mark_non_differentiable(soft, hard)
+        return loss, soft, hard
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_loss: Tensor, _grad_soft: Tensor, _grad_hard: Tensor):
+        grad_hidden_NH, grad_head_VH = ctx.saved_tensors
+        if grad_hidden_NH is not None:
+            grad_hidden_NH = grad_hidden_NH * grad_loss.to(grad_hidden_NH.dtype)
+        if grad_head_VH is not None:
+            grad_head_VH = grad_head_VH * grad_loss.to(grad_head_VH.dtype)
+        return grad_hidden_NH, grad_head_VH, *([None] * 11)
+
+
+def distill_loss_chunked_cached(
+    student_hidden_BTH: Tensor,
+    student_head_VH: Tensor,
+    topk_ids_BTK: Tensor | None,
+    topk_logprobs_BTK: Tensor | None,
+    rest_logmass_BT: Tensor | None,
+    labels_BT: Tensor,
+    weights_BT: Tensor,
+    *,
+    lam: float,
+    temperature: float = 1.0,
+    vocab_size: int | None = None,
+    chunk_size: int = 1024,
+) -> LossParts:
+    """`distill_loss_chunked` with the teacher read from a top-k cache instead of its hidden states.
+
+    `topk_logprobs_BTK` / `rest_logmass_BT` are the teacher's log softmax(z_T/τ) at the ids
+    `topk_ids_BTK` and the log of the remaining mass, at the same τ as `temperature`. With k = V
+    (rest = −inf) the value and gradients equal `distill_loss_chunked`'s; with k < V the KD term is
+    the KL of the (k + 1)-bucket coarsening (see the comment above). CE, weights, `lam` and
+    `vocab_size` behave exactly as in `distill_loss_chunked`.
+    """
+    _check_common(lam, temperature, labels_BT, weights_BT)
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    if student_hidden_BTH.shape[:-1] != labels_BT.shape:
+        raise ValueError(
+            f"student hidden {tuple(student_hidden_BTH.shape)} does not match labels "
+            f"{tuple(labels_BT.shape)}"
+        )
+    V = _resolve_vocab(vocab_size, student_head_VH.shape[0], None)
+    w_X = weights_BT.reshape(-1).float()
+    keep_N = (w_X > 0).nonzero().squeeze(1)
+    ids_NK = logp_NK = rest_N = None
+    if lam > 0:
+        if topk_ids_BTK is None or topk_logprobs_BTK is None or rest_logmass_BT is None:
+            raise ValueError("lam > 0 needs the cached top-k ids, log-probs and rest log-mass")
+        if (
+            topk_ids_BTK.shape != topk_logprobs_BTK.shape
+            or topk_ids_BTK.shape[:-1] != labels_BT.shape
+            or rest_logmass_BT.shape != labels_BT.shape
+        ):
+            raise ValueError(
+                f"cached shapes ids {tuple(topk_ids_BTK.shape)}, logprobs "
+                f"{tuple(topk_logprobs_BTK.shape)}, rest {tuple(rest_logmass_BT.shape)} do not "
+                f"match labels {tuple(labels_BT.shape)} (+ a k axis)"
+            )
+        K = topk_ids_BTK.shape[-1]
+        ids_NK = topk_ids_BTK.reshape(-1, K)[keep_N].long()
+        if ids_NK.numel() and bool(((ids_NK < 0) | (ids_NK >= V)).any()):
+            raise ValueError(f"a cached teacher id is outside [0, {V})")
+        logp_NK = topk_logprobs_BTK.reshape(-1, K)[keep_N].float()
+        rest_N = rest_logmass_BT.reshape(-1)[keep_N].float()
+    labels_N = labels_BT.reshape(-1)[keep_N]
+    if lam < 1:
+        _check_labels(labels_N, V)
+    else:
+        labels_N = torch.zeros_like(labels_N)  # never read: CE is skipped
+    hidden_NH = student_hidden_BTH.reshape(-1, student_hidden_BTH.shape[-1]).index_select(0, keep_N)
+    grad_on = torch.is_grad_enabled()
+    loss, soft, hard = _CachedDistillLoss.apply(
+        hidden_NH,
+        student_head_VH,
+        ids_NK,
+        logp_NK,
+        rest_N,
         labels_N,
         w_X[keep_N],
         float(lam),

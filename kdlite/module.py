@@ -83,9 +83,8 @@ class DistillModule(L.LightningModule):
             teacher = load_model(
                 s.teacher, vocab_size=vocab, dtype=s.teacher_dtype, attn_implementation=s.attention
             )
-            teacher.eval()
-            teacher.requires_grad_(False)
-            self.teacher = HiddenLM(teacher)
+            self.teacher = HiddenLM(teacher).eval()
+            self.teacher.requires_grad_(False)
         self._check_vocab()
         if s.activation_checkpointing:
             self.student.lm.gradient_checkpointing_enable({"use_reentrant": False})

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any, cast
 
 DEFAULTS = {
     "pair": "tiny",
@@ -37,7 +38,7 @@ DEFAULTS = {
 }
 
 
-def parse(argv: list[str]) -> dict:
+def parse(argv: list[str]) -> dict[str, Any]:
     from omegaconf import OmegaConf
 
     if any(a in ("-h", "--help") for a in argv):
@@ -47,7 +48,9 @@ def parse(argv: list[str]) -> dict:
     if bad:
         sys.exit(f"unknown argument(s) {bad}; known keys: {sorted(DEFAULTS)}")
     cfg = OmegaConf.merge(OmegaConf.create(DEFAULTS), OmegaConf.from_dotlist(argv))
-    out = OmegaConf.to_container(cfg)
+    # A merge of dict configs is a DictConfig, so its container is a dict; its keys are those of
+    # DEFAULTS (str): unknown keys were rejected above.
+    out = cast(dict[str, Any], OmegaConf.to_container(cfg))
     lsp = out["lsp"]
     out["lsp"] = [float(v) for v in (lsp.split(",") if isinstance(lsp, str) else [lsp])]
     return out

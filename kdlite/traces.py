@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
@@ -68,7 +69,8 @@ def main(argv: list[str] | None = None) -> Path:
     tok_name = opts["tokenizer"]
     if tok_name == "auto":
         tok_name = "embedded" if name == "synthetic" else "Qwen/Qwen3-8B"
-    count, unit, token_stats = len, "characters", None
+    count: Callable[[str], int] = len
+    unit, token_stats = "characters", None
     if tok_name != "none":
         from kdlite.data.render import render
         from kdlite.data.stats import section_stats
@@ -76,8 +78,10 @@ def main(argv: list[str] | None = None) -> Path:
 
         tokenizer = load_tokenizer(tok_name)
 
-        def count(text: str) -> int:
+        def count_tokens(text: str) -> int:
             return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+        count = count_tokens
 
         unit = f"tokens of {tok_name}"
         token_stats = section_stats((render(e, tokenizer) for e in examples), name=name)

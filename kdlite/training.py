@@ -221,6 +221,9 @@ def train(cfg: DictConfig) -> RunResult:
     check_tokenizers(cfg.pair, tokenizer, teacher)
 
     write_run_files(run_dir, cfg)
+    accelerator = cfg.trainer.accelerator
+    gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+    attention = resolve_attention(_enum(cfg.batch.attention), "cuda" if gpu else "cpu")
     d = cfg.data
     spec = DataSpec(
         name=d.name,
@@ -242,18 +245,10 @@ def train(cfg: DictConfig) -> RunResult:
         supervise=_enum(cfg.supervise),
         examples_per_step=cfg.batch.examples_per_step,
         micro_examples=cfg.batch.micro_examples,
-        pack=cfg.batch.pack,
+        pack=cfg.batch.pack if cfg.batch.pack is not None else attention == "flex_attention",
         seed=cfg.seed,
     )
     datamodule = DistillDataModule(spec, tokenizer, knobs, num_workers=cfg.trainer.num_workers)
-
-    accelerator = cfg.trainer.accelerator
-    device_type = (
-        "cuda"
-        if accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
-        else "cpu"
-    )
-    attention = resolve_attention(_enum(cfg.batch.attention), device_type)
     module = DistillModule(
         ModelSettings(
             student=model_spec(cfg.pair.student),
@@ -327,7 +322,9 @@ def train(cfg: DictConfig) -> RunResult:
     ckpt_path = str(resume_from) if cfg.resume and resume_from.exists() else None
     if ckpt_path:
         log.info("resuming from %s", ckpt_path)
+        set_aside_metrics(run_dir)
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=False)
+    merge_metrics(run_dir)
 
     best_score = best.best_model_score
     result = RunResult(
@@ -340,6 +337,46 @@ def train(cfg: DictConfig) -> RunResult:
         result.export_dir = _export(module, trainer, tokenizer, run_dir, best.best_model_path, cfg)
     _cleanup(trainer, module)
     return result
+
+
+# Lightning's CSV logger deletes metrics.csv when it starts. On resume the curve so far is moved to
+# metrics.prev.csv first and merged back after the run (also after a second interruption: the
+# next resume merges whatever is there), keeping old rows only for steps before the resumed ones.
+PREV_METRICS = "metrics.prev.csv"
+
+
+def set_aside_metrics(run_dir: Path) -> None:
+    current, prev = run_dir / "metrics.csv", run_dir / PREV_METRICS
+    if current.exists():
+        if prev.exists():
+            merge_metrics(run_dir)
+        current.replace(prev)
+
+
+def merge_metrics(run_dir: Path) -> None:
+    import csv
+
+    current, prev = run_dir / "metrics.csv", run_dir / PREV_METRICS
+    if not prev.exists():
+        return
+    with prev.open(newline="") as f:
+        old = list(csv.DictReader(f))
+    new: list[dict[str, str]] = []
+    if current.exists():
+        with current.open(newline="") as f:
+            new = list(csv.DictReader(f))
+    steps = [int(r["step"]) for r in new if r.get("step")]
+    first_new = min(steps) if steps else None
+    rows = [r for r in old if r.get("step") and (first_new is None or int(r["step"]) < first_new)]
+    rows += new
+    fields = sorted({k for r in rows for k in r})
+    tmp = current.with_suffix(".tmp")
+    with tmp.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+    tmp.replace(current)
+    prev.unlink()
 
 
 def _student_state(module: Any, trainer: Any, best_path: str) -> dict[str, torch.Tensor]:
@@ -363,20 +400,11 @@ def _export(
     module: Any, trainer: Any, tokenizer: Any, run_dir: Path, best_path: str, cfg: DictConfig
 ) -> Path | None:
     from kdlite.export import export_student
-    from kdlite.models import load_model
 
     state = _student_state(module, trainer, best_path)
     if not trainer.is_global_zero:
         return None
-    # A fresh CPU copy of the student's architecture receives the weights: under FSDP the live
-    # module holds shards, and the export must not change the training module's dtype.
-    lm = (
-        load_model(model_spec(cfg.pair.student), vocab_size=len(tokenizer))
-        if cfg.pair.student.shape
-        else None
-    )
-    if lm is None:
-        lm = module.student.lm
+    lm = module.student.lm
     out = export_student(
         lm,
         tokenizer,

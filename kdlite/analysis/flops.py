@@ -57,9 +57,14 @@ def step_flops(
     head_tokens: int | None = None,
 ) -> dict[str, int]:
     """FLOPs of one training step on `batch` sequences: teacher fwd + student fwd + 2x student bwd."""
-    kw = {"causal": causal, "head_tokens": head_tokens}
-    teacher = 0 if teacher_config is None else batch * forward_flops(teacher_config, seq_len, **kw)
-    student_fwd = batch * forward_flops(student_config, seq_len, **kw)
+    teacher = (
+        0
+        if teacher_config is None
+        else batch * forward_flops(teacher_config, seq_len, causal=causal, head_tokens=head_tokens)
+    )
+    student_fwd = batch * forward_flops(
+        student_config, seq_len, causal=causal, head_tokens=head_tokens
+    )
     return {
         "teacher_forward": teacher,
         "student_forward": student_fwd,

@@ -133,10 +133,9 @@ def bootstrap_knee(
     if len(x) != len(correct):
         raise ValueError(f"{len(x)} x values but {len(correct)} correct matrices")
     observed = [float(np.asarray(m, dtype=float).mean()) for m in correct]
-    kwargs = {"smooth": smooth, "sensitivity": sensitivity}
-    knee = find_knee(x, observed, **kwargs)
+    knee = find_knee(x, observed, smooth=smooth, sensitivity=sensitivity)
     curves = bootstrap_accuracy(correct, n_boot, np.random.default_rng(seed))
-    knees = [find_knee(x, curve, **kwargs) for curve in curves]
+    knees = [find_knee(x, curve, smooth=smooth, sensitivity=sensitivity) for curve in curves]
     found = np.array([k for k in knees if k is not None])
     if found.size == 0:
         return KneeEstimate(knee, None, None, None, 1.0, n_boot)

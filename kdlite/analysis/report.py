@@ -123,7 +123,7 @@ def lsp_curves(sweep: Sweep) -> dict[tuple[Any, ...], list[Run]]:
 
 
 def table_runs(sweep: Sweep) -> str:
-    rows = []
+    rows: list[list[Any]] = []
     for run in sweep.runs:
         benches = ", ".join(sorted(run.results)) or "-"
         status = "; ".join(run.problems) or "ok"
@@ -165,20 +165,21 @@ def table_knees(sweep: Sweep, n_boot: int, seed: int, smooth: str) -> tuple[str,
             if len({p for p, _, _ in points}) < 3:
                 continue
             first = curve[0]
-            if any(c is None for _, c, _ in points):
+            matrices = [c for _, c, _ in points if c is not None]
+            if len(matrices) < len(points):
                 lacking = [r.name for _, c, r in points if c is None]
                 notes.append(
                     f"knee {first.pair}/{first.data}/{bench}: no correct matrix in {lacking}"
                 )
                 continue
             est = bootstrap_knee(
-                [p for p, _, _ in points], [c for _, c, _ in points],
-                n_boot=n_boot, seed=seed, smooth=smooth,
-            )  # fmt: skip
+                [p for p, _, _ in points], matrices, n_boot=n_boot, seed=seed, smooth=smooth
+            )
             interval = "" if est.low is None else f"[{est.low:.2f}, {est.high:.2f}]"
+            pair, data = first.pair, first.data
             paper_knee = (
-                paper.KNEES.get((first.pair, first.data, bench))
-                if _is_paper_condition(first)
+                paper.KNEES.get((pair, data, bench))
+                if _is_paper_condition(first) and pair is not None and data is not None
                 else None
             )
             rows.append(
@@ -216,8 +217,11 @@ def table_retention(sweep: Sweep, n_boot: int, seed: int) -> tuple[str, str]:
             ret = a_half / a_full
             ours_all.append(ret)
             interval = _retention_interval(half, full, bench, n_boot, seed)
+            pair, data = half.pair, half.data
             paper_ret = (
-                paper.retention(half.pair, half.data, bench) if _is_paper_condition(half) else None
+                paper.retention(pair, data, bench)
+                if _is_paper_condition(half) and pair is not None and data is not None
+                else None
             )
             if paper_ret is not None:
                 paper_all.append(paper_ret)
@@ -416,7 +420,7 @@ def figure_accuracy_vs_lsp(sweep: Sweep, path: Path) -> None:
         for curve in curves:
             base = baseline_for(curve[0], sweep.baselines)
             for bench in sweep.benches:
-                pts = [(r.lsp, r.accuracy(bench)) for r in curve if r.accuracy(bench) is not None]
+                pts = [(r.lsp, acc) for r in curve if (acc := r.accuracy(bench)) is not None]
                 if not pts:
                     continue
                 label = " ".join(filter(None, [bench, sweep.label(curve[0])]))
@@ -433,13 +437,10 @@ def figure_accuracy_vs_lsp(sweep: Sweep, path: Path) -> None:
                         color=line.get_color(),
                         label=f"{bench} paper",
                     )
-                if (
-                    base is not None
-                    and base.accuracy(bench) is not None
-                    and bench not in baselines_drawn
-                ):
+                base_acc = None if base is None else base.accuracy(bench)
+                if base_acc is not None and bench not in baselines_drawn:
                     baselines_drawn.add(bench)
-                    ax.axhline(100 * base.accuracy(bench), ls="--", color=line.get_color(), alpha=0.6,
+                    ax.axhline(100 * base_acc, ls="--", color=line.get_color(), alpha=0.6,
                                label=f"{bench} baseline")  # fmt: skip
         ax.set_title(f"{pair} · {data}")
         ax.set_xlabel("LSP (share of each trace kept)")
@@ -513,9 +514,7 @@ def figure_lambda(sweep: Sweep, path: Path) -> None:
     for runs in groups.values():
         for bench in sweep.benches:
             pts = [
-                (float(r.get("lam")), r.accuracy(bench))
-                for r in runs
-                if r.accuracy(bench) is not None
+                (float(r.get("lam")), acc) for r in runs if (acc := r.accuracy(bench)) is not None
             ]
             if not pts:
                 continue

@@ -15,7 +15,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -111,7 +111,10 @@ def read_config(path: Path) -> dict[str, Any]:
     cfg = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
     if not isinstance(cfg, dict):
         raise ValueError(f"{path} is not a mapping")
-    return cfg
+    # OmegaConf types DictConfig keys broadly (str | int | Enum | ...); a run's config.yaml is the
+    # Hydra config that `kdlite.training` dumped, whose top-level keys are all config-group / field
+    # names, i.e. str.
+    return cast(dict[str, Any], cfg)
 
 
 def read_metrics(path: Path) -> dict[str, dict[int, float]]:

@@ -90,7 +90,7 @@ def histograms(name: str, summary: TraceSummary, path: Path) -> None:
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.4))
     d = summary.derivations
     p_cot, p_full = paper.ANSWER_POSITION.get(name, (None, None))
-    panels = [
+    panels: list[tuple[Sequence[float], str, float | None, np.ndarray | None]] = [
         ([x.cot_rel for x in d], "relative position in the CoT", p_cot, np.linspace(0, 1, 21)),
         ([x.full_rel for x in d], "relative position in the full sequence", p_full, np.linspace(0, 1, 21)),
         ([x.reflections_before for x in d], "reflection cues before the answer",

@@ -1,0 +1,232 @@
+"""Teacher logit cache: the cached KD loss against the online one, and the cache's I/O contract."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from kdlite.data.packing import pack, pad_collate
+from kdlite.data.supervision import Supervised
+from kdlite.losses import (
+    distill_loss_chunked,
+    distill_loss_chunked_cached,
+    distill_loss_reference,
+)
+from kdlite.models import HiddenLM, random_model
+from kdlite.teacher_cache import (
+    CacheError,
+    CacheSpec,
+    TeacherCache,
+    build_cache,
+    bytes_per_token,
+    teacher_fingerprint,
+    topk_logprobs,
+)
+
+V, H_S, H_T = 40, 8, 12
+
+
+def _inputs(seed: int = 0, B: int = 2, T: int = 7, vocab_rows: int = V):
+    g = torch.Generator().manual_seed(seed)
+    hs = torch.randn(B, T, H_S, generator=g, dtype=torch.float64).float()
+    ws = torch.randn(vocab_rows, H_S, generator=g) * 0.8
+    ht = torch.randn(B, T, H_T, generator=g)
+    wt = torch.randn(vocab_rows, H_T, generator=g) * 1.2
+    labels = torch.randint(0, V, (B, T), generator=g)
+    labels[0, 2] = labels[1, -1] = -100
+    w = torch.rand(B, T, generator=g) + 0.1
+    w[labels == -100] = 0
+    return hs, ws, ht, wt, labels, w
+
+
+def _cached_terms(ht, wt, k, tau=1.0, vocab=V):
+    z = ht @ wt[:vocab].T
+    ids, logp, rest = topk_logprobs(z.reshape(-1, vocab), k, tau)
+    shape = z.shape[:-1]
+    return ids.reshape(*shape, -1), logp.reshape(*shape, -1), rest.reshape(shape)
+
+
+def _grads(fn, hs, ws):
+    hs = hs.clone().requires_grad_(True)
+    ws = ws.clone().requires_grad_(True)
+    parts = fn(hs, ws)
+    parts.loss.backward()
+    return parts, hs.grad, ws.grad
+
+
+@pytest.mark.parametrize("lam", [0.0, 0.3, 1.0])
+@pytest.mark.parametrize("tau", [1.0, 2.0])
+def test_full_vocabulary_cache_equals_online(lam, tau):
+    hs, ws, ht, wt, labels, w = _inputs()
+    ids, logp, rest = _cached_terms(ht, wt, k=V, tau=tau)
+    assert torch.isinf(rest).all()  # k = V: no rest bucket
+    kw = {"lam": lam, "temperature": tau, "chunk_size": 3}
+    online, g_h, g_w = _grads(
+        lambda h, w_: distill_loss_chunked(h, w_, ht, wt, labels, w, **kw), hs, ws
+    )
+    cached, c_h, c_w = _grads(
+        lambda h, w_: distill_loss_chunked_cached(h, w_, ids, logp, rest, labels, w, **kw), hs, ws
+    )
+    ref = distill_loss_reference(hs @ ws.T, ht @ wt.T, labels, w, lam=lam, temperature=tau)
+    for a, b in ((cached.loss, online.loss), (cached.soft, online.soft), (cached.hard, ref.hard)):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(cached.loss, ref.loss, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(c_h, g_h, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(c_w, g_w, rtol=1e-4, atol=1e-6)
+    assert g_h.abs().sum() > 0
+
+
+def test_topk_error_is_small_and_shrinks_with_k():
+    hs, ws, ht, wt, labels, w = _inputs(seed=1, T=16)
+    exact = distill_loss_chunked(hs, ws, ht, wt, labels, w, lam=1.0).soft
+    errors = []
+    for k in (2, 5, 10, 20, 39):
+        ids, logp, rest = _cached_terms(ht, wt, k)
+        soft = distill_loss_chunked_cached(hs, ws, ids, logp, rest, labels, w, lam=1.0).soft
+        assert soft <= exact + 1e-6  # the coarsened KL never exceeds the full one
+        errors.append(float((exact - soft).abs() / exact))
+    assert errors == sorted(errors, reverse=True)
+    assert errors[0] > 1e-3 and errors[-1] < 0.05
+
+
+def test_cached_gradient_matches_autograd_of_the_bucket_kl():
+    # The hand-written gradient against autograd of the (k + 1)-bucket KL, k < V.
+    hs, ws, ht, wt, labels, w = _inputs(seed=2)
+    ids, logp, rest = _cached_terms(ht, wt, k=6, tau=1.5)
+    lam, tau = 0.4, 1.5
+    _, c_h, c_w = _grads(
+        lambda h, w_: distill_loss_chunked_cached(
+            h, w_, ids, logp, rest, labels, w, lam=lam, temperature=tau, chunk_size=4
+        ),
+        hs,
+        ws,
+    )
+    h, w_ = hs.clone().requires_grad_(True), ws.clone().requires_grad_(True)
+    logq = torch.log_softmax(h @ w_.T / tau, -1)
+    logq_k = logq.gather(-1, ids.long())
+    log_rest_s = logq.scatter(-1, ids.long(), float("-inf")).logsumexp(-1)
+    kl = tau**2 * ((logp.exp() * (logp - logq_k)).sum(-1) + rest.exp() * (rest - log_rest_s))
+    ce = -torch.log_softmax(h @ w_.T, -1).gather(-1, labels.clamp(min=0)[..., None]).squeeze(-1)
+    (w * (lam * kl + (1 - lam) * ce)).sum().backward()
+    torch.testing.assert_close(c_h, h.grad, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(c_w, w_.grad, rtol=1e-4, atol=1e-6)
+
+
+def test_cached_loss_ignores_padding_values_and_checks_ids():
+    hs, ws, ht, wt, labels, w = _inputs(seed=3)
+    ids, logp, rest = _cached_terms(ht, wt, k=8)
+    base = distill_loss_chunked_cached(hs, ws, ids, logp, rest, labels, w, lam=0.5)
+    junk = w == 0
+    ids2, logp2, rest2 = ids.clone(), logp.clone(), rest.clone()
+    ids2[junk] = 0
+    logp2[junk] = 0.0
+    rest2[junk] = 0.0
+    again = distill_loss_chunked_cached(hs, ws, ids2, logp2, rest2, labels, w, lam=0.5)
+    torch.testing.assert_close(base.loss, again.loss)
+    bad = ids.clone()
+    bad[0, 0, 0] = V
+    with pytest.raises(ValueError, match="outside"):
+        distill_loss_chunked_cached(hs, ws, bad, logp, rest, labels, w, lam=0.5)
+    with pytest.raises(ValueError, match="needs the cached"):
+        distill_loss_chunked_cached(hs, ws, None, None, None, labels, w, lam=0.5)
+    ce_only = distill_loss_chunked_cached(hs, ws, None, None, None, labels, w, lam=0.0)
+    torch.testing.assert_close(
+        ce_only.loss, distill_loss_chunked(hs, ws, None, None, labels, w, lam=0.0).loss
+    )
+
+
+# ---- the cache on disk -----------------------------------------------------------------------
+VOCAB_TINY = 64
+
+
+@pytest.fixture(scope="module")
+def teacher():
+    return HiddenLM(random_model("tiny-teacher", vocab_size=VOCAB_TINY, seed=0).eval())
+
+
+def _rows():
+    g = torch.Generator().manual_seed(5)
+    return [
+        (f"src-{i}", torch.randint(0, VOCAB_TINY, (n,), generator=g).tolist())
+        for i, n in enumerate((9, 5, 12, 7))
+    ]
+
+
+def _spec(k, **kw):
+    return CacheSpec(teacher="t", data="d", k=k, vocab_size=VOCAB_TINY, **kw)
+
+
+def test_cache_round_trip_left_crops_packed_and_padded(teacher, tmp_path):
+    rows = _rows()
+    spec = _spec(VOCAB_TINY, logprob_dtype="float32")
+    folder = build_cache(teacher, rows, tmp_path / "c", spec, batch_tokens=20, shard_tokens=16)
+    assert len(list(folder.glob("shard-*.safetensors"))) > 1
+    cache = TeacherCache(folder)
+    # left crops of items 2 and 0, packed into one row, and the same as a padded batch
+    items = [
+        Supervised(rows[2][1][:6], [1] * 5 + [-100], rows[2][0]),
+        Supervised(rows[0][1][:9], [1] * 8 + [-100], rows[0][0]),
+    ]
+    for batch in (pack(items), pad_collate(items, pad_id=0)):
+        batch["source_ids"] = [it.source_id for it in items]
+        ids, logp, rest = cache.lookup(batch)
+        B, T = batch["input_ids_BT"].shape
+        assert ids.shape == (B, T, VOCAB_TINY) and rest.shape == (B, T)
+        for b in range(B):
+            for s, item in enumerate(items):
+                pos = (batch["segment_ids_BT"][b] == s).nonzero().squeeze(1)
+                if not len(pos):
+                    continue
+                with torch.no_grad():
+                    h = teacher(torch.tensor([item.input_ids]))[0]
+                want_ids, want_logp, _ = topk_logprobs(h @ teacher.head_weight.T, VOCAB_TINY)
+                torch.testing.assert_close(ids[b, pos], want_ids.long())
+                torch.testing.assert_close(logp[b, pos], want_logp, rtol=1e-5, atol=1e-5)
+        padding = batch["segment_ids_BT"] < 0
+        assert (ids[padding] == 0).all() and (rest[padding] == 0).all()
+
+
+def test_cache_refuses_right_crops_and_foreign_rows(teacher, tmp_path):
+    rows = _rows()
+    cache = TeacherCache(build_cache(teacher, rows, tmp_path / "c", _spec(4)))
+    right = Supervised(rows[2][1][-6:], [1] * 5 + [-100], rows[2][0])
+    batch = pack([right])
+    batch["source_ids"] = [right.source_id]
+    with pytest.raises(CacheError, match="left crops only"):
+        cache.lookup(batch)
+    with pytest.raises(CacheError, match="right crop"):
+        cache.check_run(lsp=0.5, crop="right", temperature=1.0)
+    cache.check_run(lsp=1.0, crop="right", temperature=1.0)  # lsp = 1: the full row
+    with pytest.raises(CacheError, match="τ=2.0"):
+        cache.check_run(lsp=0.5, crop="left", temperature=2.0)
+    other = Supervised([1, 2, 3], [2, 3, -100], "not-cached")
+    batch = pack([other])
+    batch["source_ids"] = ["not-cached"]
+    with pytest.raises(CacheError, match="not in the teacher cache"):
+        cache.lookup(batch)
+    with pytest.raises(CacheError, match="no teacher cache"):
+        TeacherCache(tmp_path / "missing")
+
+
+def test_cache_key_changes_with_teacher_data_k_and_temperature(tmp_path):
+    base = _spec(64)
+    keys = {
+        base.key,
+        dataclasses.replace(base, teacher="t2").key,
+        dataclasses.replace(base, data="d2").key,
+        dataclasses.replace(base, k=32).key,
+        dataclasses.replace(base, temperature=2.0).key,
+        dataclasses.replace(base, logprob_dtype="bfloat16").key,
+    }
+    assert len(keys) == 6 and base.key == _spec(64).key
+    folder = tmp_path / "export"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    (folder / "model.safetensors").write_bytes(b"a")
+    first = teacher_fingerprint(str(folder))
+    (folder / "model.safetensors").write_bytes(b"bb")
+    assert teacher_fingerprint(str(folder)) != first
+    assert teacher_fingerprint("Qwen/Qwen3-8B", "abc") == "hub:Qwen/Qwen3-8B@abc"
+    assert bytes_per_token(64) == 392 and bytes_per_token(8) == 56
