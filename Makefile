@@ -9,7 +9,7 @@ export HF_DATASETS_OFFLINE ?= 1
 export WANDB_MODE ?= offline
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: help install demo test test-slow test-gpu lint fmt bench report clean
+.PHONY: help install demo train test test-slow test-gpu lint fmt bench report clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -24,7 +24,16 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## create .venv and install kdlite with its dev tools (offline-safe, CPU torch)
 
-demo: $(STAMP) ## the study in miniature on the embedded default (CPU)
+demo: $(STAMP) ## the study in miniature on a CPU (~15 min): train, evaluate, report into runs/demo
+	$(PY) train.py -m experiment=demo lsp=0.25,0.5,1.0 trainer.progress_bar=false
+	$(PY) train.py -m experiment=demo crop=right lsp=0.5 trainer.progress_bar=false
+	$(PY) train.py -m experiment=demo supervise=cot,a trainer.progress_bar=false
+	$(PY) -m kdlite.export out=runs/demo/baseline/tiny-student
+	$(PY) evaluate.py bench=synthetic_demo out_dir=runs/demo/baseline \
+	  "model=[$$(ls -d runs/demo/*/export runs/demo/baseline/tiny-student | sed 's#/export$$##' | sed "s/.*/'&'/" | paste -sd, -)]"
+	$(PY) -m kdlite.report runs/demo
+
+train: $(STAMP) ## one run on the embedded default: `python train.py` (tiny pair, CPU, ~5 min)
 	$(PY) train.py
 
 test: $(STAMP) ## fast CPU test suite (slow and gpu tests deselected)

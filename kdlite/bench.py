@@ -367,7 +367,8 @@ def time_lightning(
         limit_val_batches=0,
         callbacks=[Clock()],
     )
-    loader = DataLoader(w.micro_batches * n_steps, batch_size=None, collate_fn=_identity)
+    batches: list[dict[str, Any]] = w.micro_batches * n_steps
+    loader: DataLoader[Any] = DataLoader(batches, batch_size=None, collate_fn=_identity)  # type: ignore[arg-type]
     trainer.fit(module, train_dataloaders=loader)
     _sync(device)
     starts.append(time.perf_counter())  # end of the last step (fit returns right after it)

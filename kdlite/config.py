@@ -192,9 +192,9 @@ def _unknown_keys(cfg: DictConfig, schema: DictConfig, prefix: str = "") -> list
     unknown = []
     for key in cfg:
         if key not in schema.keys():  # noqa: SIM118 - `in` is False for MISSING (???) values
-            unknown.append(prefix + str(key))
+            unknown.append(f"{prefix}{key!s}")
         elif OmegaConf.is_dict(cfg[key]) and OmegaConf.is_dict(schema[key]):
-            unknown += _unknown_keys(cfg[key], schema[key], f"{prefix}{key}.")
+            unknown += _unknown_keys(cfg[key], schema[key], f"{prefix}{key!s}.")
     return unknown
 
 
@@ -220,7 +220,7 @@ def validate(cfg: DictConfig | TrainConfig) -> None:
     if cfg.data.max_tokens < 2:
         problems.append(f"data.max_tokens={cfg.data.max_tokens}: must be >= 2")
     for role in ("teacher", "student"):
-        m = cfg.pair[role]
+        m = getattr(cfg.pair, role)
         if m.name is None and m.shape is None:
             problems.append(
                 f"pair.{role}: set `name` (Hub id or folder) or `shape` (random weights)"

@@ -48,11 +48,11 @@ def export_student(
         state_dict = lm.state_dict()
     # A fresh copy in the export dtype receives the weights: the live module may be sharded or in
     # fp32 master precision, and must not be changed by exporting.
-    config = copy.deepcopy(lm.config)
+    config: Any = copy.deepcopy(lm.config)
     stops = stop_token_ids(tokenizer)
     config.eos_token_id = stops[0] if len(stops) == 1 else stops
     config.pad_token_id = tokenizer.pad_token_id
-    fresh = type(lm)._from_config(config, dtype=dtype)
+    fresh: Any = type(lm)._from_config(config, dtype=dtype)  # type: ignore[attr-defined]  # HF class
     missing, unexpected = fresh.load_state_dict(
         {k: v.detach().to("cpu") for k, v in state_dict.items()}, strict=False
     )
@@ -73,3 +73,47 @@ def export_student(
     ).save_pretrained(out)
     (out / "kdlite_export.json").write_text(json.dumps(info or {}, indent=1, default=str))
     return out
+
+
+def export_initial_student(overrides: list[str], out_dir: str | Path) -> Path:
+    """Export the student a run starts from (before distillation): the study's baseline row.
+
+    For Hub students that is the base checkpoint itself; for random-init shapes (the tiny pair) it
+    is the seeded initialisation every run of the same `seed` starts from.
+    """
+    from hydra import compose, initialize_config_dir
+
+    from kdlite.config import register_configs
+    from kdlite.data.tokenizer import load_tokenizer
+    from kdlite.models import ModelSpec, load_model
+
+    register_configs()
+    conf = Path(__file__).resolve().parents[1] / "conf"
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+        cfg = compose("config", overrides=[*overrides, "run_dir=unused"])
+    tokenizer = load_tokenizer(cfg.pair.tokenizer)
+    s = cfg.pair.student
+    lm = load_model(
+        ModelSpec(name=s.name, revision=s.revision, shape=s.shape),
+        vocab_size=len(tokenizer),
+        seed=cfg.seed,
+    )
+    return export_student(
+        lm, tokenizer, out_dir, info={"kind": "initial student", "overrides": overrides}
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m kdlite.export out=DIR [train overrides...]`: export the un-distilled student."""
+    import sys
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    outs = [a for a in args if a.startswith("out=")]
+    if len(outs) != 1:
+        raise SystemExit("usage: python -m kdlite.export out=DIR [pair=... seed=...]")
+    out = export_initial_student([a for a in args if not a.startswith("out=")], outs[0][4:])
+    print(f"kdlite: exported the initial student to {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -87,7 +87,8 @@ class DistillModule(L.LightningModule):
             self.teacher.requires_grad_(False)
         self._check_vocab()
         if s.activation_checkpointing:
-            self.student.lm.gradient_checkpointing_enable({"use_reentrant": False})
+            lm: Any = self.student.lm
+            lm.gradient_checkpointing_enable({"use_reentrant": False})
         if self.device_mesh is not None:  # ModelParallelStrategy (FSDP2): shard each model
             self._shard(self.device_mesh)
 
@@ -103,6 +104,7 @@ class DistillModule(L.LightningModule):
     def _shard(self, mesh: Any) -> None:
         from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
+        assert self.student is not None
         dp_mesh = mesh["data_parallel"]
         mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
         layer_cls = decoder_layer_class(self.student.lm)
@@ -141,6 +143,7 @@ class DistillModule(L.LightningModule):
             step_tokens=batch["step_tokens"],
         )
         teacher_hidden = teacher_head = None
+        assert self.student is not None, "configure_model() builds the student first"
         if ls.lam > 0:
             assert self.teacher is not None, "lam > 0 needs a teacher"
             with torch.no_grad():
@@ -181,8 +184,8 @@ class DistillModule(L.LightningModule):
         sums = self._step_sums.to(self.device)
         tokens = torch.tensor(float(self._tokens_seen), device=self.device)
         if self.trainer.world_size > 1:
-            sums = self.all_gather(sums).sum(0)
-            tokens = self.all_gather(tokens).sum()
+            sums = self.trainer.strategy.reduce(sums, reduce_op="sum")
+            tokens = self.trainer.strategy.reduce(tokens, reduce_op="sum")
         elapsed = time.perf_counter() - self._step_started
         metrics = {
             "train/loss": sums[0],
@@ -238,10 +241,11 @@ class DistillModule(L.LightningModule):
             self.log_dict(metrics, add_dataloader_idx=False, prog_bar=idx == 0)
 
     # ---- optimizer ------------------------------------------------------------------------
-    def configure_optimizers(self) -> dict[str, Any]:
+    def configure_optimizers(self) -> Any:
         o = self.optim_settings
         assert self.student is not None
-        decay, no_decay = [], []
+        decay: list[nn.Parameter] = []
+        no_decay: list[nn.Parameter] = []
         for name, p in self.student.named_parameters():
             if not p.requires_grad:
                 continue

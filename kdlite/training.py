@@ -141,6 +141,7 @@ def bootstrap_teacher(cfg: DictConfig, tokenizer: Any) -> Path:
     from kdlite.config import TrainConfig
 
     sub_cfg = OmegaConf.merge(OmegaConf.structured(TrainConfig), sub)
+    assert isinstance(sub_cfg, DictConfig)
     train(sub_cfg)
     return export
 

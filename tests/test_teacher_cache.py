@@ -230,3 +230,14 @@ def test_cache_key_changes_with_teacher_data_k_and_temperature(tmp_path):
     assert teacher_fingerprint(str(folder)) != first
     assert teacher_fingerprint("Qwen/Qwen3-8B", "abc") == "hub:Qwen/Qwen3-8B@abc"
     assert bytes_per_token(64) == 392 and bytes_per_token(8) == 56
+
+
+def test_cli_splits_its_options_and_refuses_random_teachers(embedded_tokenizer):
+    from kdlite.cache_teacher import compose, split_args, teacher_path
+
+    own, overrides = split_args(["k=16", "data=synthetic", "logprob_dtype=float32", "lsp=0.5"])
+    assert own["k"] == 16 and own["logprob_dtype"] == "float32"
+    assert overrides == ["data=synthetic", "lsp=0.5"]
+    cfg = compose(["pair.teacher.bootstrap=false"])
+    with pytest.raises(CacheError, match="random-weight teacher"):
+        teacher_path(cfg, embedded_tokenizer)

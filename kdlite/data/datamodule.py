@@ -179,7 +179,9 @@ class Collate:
 
     def __call__(self, rows: list[tuple[Supervised, Key]]) -> dict[str, Any]:
         items = [item for item, _ in rows]
-        batch = pack(items) if self.packed else pad_collate(items, self.pad_id)
+        batch: dict[str, Any] = dict(
+            pack(items) if self.packed else pad_collate(items, self.pad_id)
+        )
         key = rows[0][1]
         batch["step_examples"] = key.step_examples
         batch["step_tokens"] = key.step_tokens
@@ -219,7 +221,7 @@ def _save_rendered(path: Path, train: Sequence[Any], val: Sequence[Any], manifes
         for k, v in flat(items).items()
     }
     tmp = path.with_suffix(".tmp.npz")
-    np.savez(tmp, **arrays)
+    np.savez(tmp, **arrays)  # type: ignore[arg-type]  # numpy's stub types **kwds as bool
     tmp.replace(path)
     path.with_suffix(".manifest.json").write_text(json.dumps(manifest, indent=1))
 
@@ -387,7 +389,10 @@ class DistillDataModule(L.LightningDataModule):
     def state_dict(self) -> dict[str, Any]:
         done = 0
         if self.trainer is not None:
-            done = self.trainer.fit_loop.epoch_loop.batch_progress.current.processed
+            # A _ProcessedTracker at runtime (typed as its base class): micro-batches whose
+            # optimizer work is done, counted before the checkpoint of this batch is written.
+            current: Any = self.trainer.fit_loop.epoch_loop.batch_progress.current
+            done = current.processed
         return {"micro_batches_done_in_epoch": int(done)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:

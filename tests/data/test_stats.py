@@ -72,7 +72,7 @@ def test_data_configs_share_one_key_set(name):
     assert list(cfg.keys()) == DATA_KEYS
     assert cfg.name == name and cfg.max_tokens == 4096 and cfg.seed == 0
     if name == "synthetic":
-        assert (cfg.train_size, cfg.val_size, cfg.synthetic_size) == (2400, 200, 3000)
+        assert (cfg.train_size, cfg.val_size, cfg.synthetic_size) == (1200, 200, 1400)
     else:
         assert cfg.synthetic_size is None
 
