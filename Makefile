@@ -29,8 +29,9 @@ demo: $(STAMP) ## the study in miniature on a CPU (~15 min): train, evaluate, re
 	$(PY) train.py -m experiment=demo crop=right lsp=0.5 trainer.progress_bar=false
 	$(PY) train.py -m experiment=demo supervise=cot,a trainer.progress_bar=false
 	$(PY) -m kdlite.export out=runs/demo/baseline/tiny-student
-	$(PY) evaluate.py bench=synthetic_demo out_dir=runs/demo/baseline \
-	  "model=[$$(ls -d runs/demo/*/export runs/demo/baseline/tiny-student | sed 's#/export$$##' | sed "s/.*/'&'/" | paste -sd, -)]"
+	$(PY) evaluate.py bench=synthetic_demo out_dir=runs/demo/baseline "model=[$$( \
+	  (ls -d runs/demo/*/export | sed 's#/export$$##'; echo runs/demo/baseline/tiny-student; \
+	   cat runs/demo/lsp=1.0/teacher.txt) | sed "s/.*/'&'/" | paste -sd, -)]"
 	$(PY) -m kdlite.report runs/demo
 
 train: $(STAMP) ## one run on the embedded default: `python train.py` (tiny pair, CPU, ~5 min)

@@ -61,23 +61,10 @@ def split_args(argv: list[str]) -> tuple[dict[str, Any], list[str]]:
 
 def full_row_datamodule(cfg: DictConfig, tokenizer: Any):
     """The run's data module with lsp = 1 and a left crop: every example's full rendered row."""
-    from kdlite.data.datamodule import DataSpec, DistillDataModule, Knobs
+    from kdlite.data.datamodule import DistillDataModule, Knobs
+    from kdlite.training import data_spec
 
-    d = cfg.data
-    spec = DataSpec(
-        name=d.name,
-        path=d.path,
-        revision=d.revision,
-        hf_config=d.hf_config,
-        split=d.split,
-        task_types=tuple(d.task_types) if d.task_types else None,
-        train_size=d.train_size,
-        val_size=d.val_size,
-        max_tokens=d.max_tokens,
-        limit=d.limit,
-        synthetic_size=d.synthetic_size,
-        seed=d.seed,
-    )
+    spec = data_spec(cfg.data)
     dm = DistillDataModule(spec, tokenizer, Knobs(lsp=1.0, crop="left", examples_per_step=1))
     dm.prepare_data()
     dm.setup("fit")

@@ -22,7 +22,12 @@ import torch
 from torch import nn
 
 from kdlite.data.packing import attention_mask_for
-from kdlite.losses import LossParts, distill_loss_chunked, token_weights
+from kdlite.losses import (
+    LossParts,
+    distill_loss_chunked,
+    distill_loss_chunked_cached,
+    token_weights,
+)
 from kdlite.models import HiddenLM, ModelSpec, decoder_layer_class, load_model
 
 
@@ -51,8 +56,10 @@ class ModelSettings:
     teacher_dtype: torch.dtype = torch.float32
     attention: str = "sdpa"  # resolved attention implementation (packing.resolve_attention)
     activation_checkpointing: bool = False
+    compile: bool = False
     teacher_sharding: str = "shard"
     seed: int = 0
+    teacher_cache: Any = None  # a kdlite.teacher_cache.TeacherCache: KD targets read, not computed
 
 
 class DistillModule(L.LightningModule):
@@ -86,11 +93,24 @@ class DistillModule(L.LightningModule):
             self.teacher = HiddenLM(teacher).eval()
             self.teacher.requires_grad_(False)
         self._check_vocab()
+        if s.compile:
+            self._compile_layers()
         if s.activation_checkpointing:
             lm: Any = self.student.lm
             lm.gradient_checkpointing_enable({"use_reentrant": False})
         if self.device_mesh is not None:  # ModelParallelStrategy (FSDP2): shard each model
             self._shard(self.device_mesh)
+
+    def _compile_layers(self) -> None:
+        """Compile each decoder block in place (same parameters, same state_dict keys)."""
+        assert self.student is not None
+        layer_cls = decoder_layer_class(self.student.lm)
+        for model in (self.student, self.teacher):
+            if model is None:
+                continue
+            for module in model.modules():
+                if isinstance(module, layer_cls):
+                    module.compile()
 
     def _check_vocab(self) -> None:
         vocab = self.loss_settings.vocab_size
@@ -142,26 +162,46 @@ class DistillModule(L.LightningModule):
             step_examples=batch["step_examples"],
             step_tokens=batch["step_tokens"],
         )
-        teacher_hidden = teacher_head = None
         assert self.student is not None, "configure_model() builds the student first"
-        if ls.lam > 0:
-            assert self.teacher is not None, "lam > 0 needs a teacher"
-            with torch.no_grad():
-                teacher_hidden = self.teacher(batch["input_ids_BT"], batch["position_ids_BT"], mask)
-                teacher_head = self.teacher.head_weight
-        student_hidden = self.student(batch["input_ids_BT"], batch["position_ids_BT"], mask)
-        parts = distill_loss_chunked(
-            student_hidden,
-            self.student.head_weight,
-            teacher_hidden,
-            teacher_head,
-            batch["labels_BT"],
-            weights,
-            lam=ls.lam,
-            temperature=ls.temperature,
-            vocab_size=ls.vocab_size,
-            chunk_size=ls.chunk_size,
-        )
+        cache = self.models.teacher_cache
+        if ls.lam > 0 and cache is not None:
+            student_hidden = self.student(batch["input_ids_BT"], batch["position_ids_BT"], mask)
+            ids, logprobs, rest = cache.lookup(batch, device=student_hidden.device)
+            parts = distill_loss_chunked_cached(
+                student_hidden,
+                self.student.head_weight,
+                ids,
+                logprobs,
+                rest,
+                batch["labels_BT"],
+                weights,
+                lam=ls.lam,
+                temperature=ls.temperature,
+                vocab_size=ls.vocab_size,
+                chunk_size=ls.chunk_size,
+            )
+        else:
+            teacher_hidden = teacher_head = None
+            if ls.lam > 0:
+                assert self.teacher is not None, "lam > 0 needs a teacher or a teacher cache"
+                with torch.no_grad():
+                    teacher_hidden = self.teacher(
+                        batch["input_ids_BT"], batch["position_ids_BT"], mask
+                    )
+                    teacher_head = self.teacher.head_weight
+            student_hidden = self.student(batch["input_ids_BT"], batch["position_ids_BT"], mask)
+            parts = distill_loss_chunked(
+                student_hidden,
+                self.student.head_weight,
+                teacher_hidden,
+                teacher_head,
+                batch["labels_BT"],
+                weights,
+                lam=ls.lam,
+                temperature=ls.temperature,
+                vocab_size=ls.vocab_size,
+                chunk_size=ls.chunk_size,
+            )
         n_tokens = int((segments >= 0).sum())
         return parts, n_tokens
 

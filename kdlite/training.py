@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import subprocess
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -84,6 +85,26 @@ def write_run_files(run_dir: Path, cfg: DictConfig) -> None:
 
 
 # ---- sources ---------------------------------------------------------------------------------
+def data_spec(d: Any) -> Any:
+    """conf/data/*.yaml -> the data module's DataSpec (the one place this mapping lives)."""
+    from kdlite.data.datamodule import DataSpec
+
+    return DataSpec(
+        name=d.name,
+        path=d.path,
+        revision=d.revision,
+        hf_config=d.hf_config,
+        split=d.split,
+        task_types=tuple(d.task_types) if d.task_types else None,
+        train_size=d.train_size,
+        val_size=d.val_size,
+        max_tokens=d.max_tokens,
+        limit=d.limit,
+        synthetic_size=d.synthetic_size,
+        seed=d.seed,
+    )
+
+
 def model_spec(m: Any) -> ModelSpec:
     return ModelSpec(name=m.name, revision=m.revision, shape=m.shape)
 
@@ -193,12 +214,20 @@ def train(cfg: DictConfig) -> RunResult:
     import lightning as L
     from lightning.pytorch.callbacks import ModelCheckpoint
 
-    from kdlite.data.datamodule import DataSpec, DistillDataModule, Knobs
+    from kdlite.data.datamodule import DistillDataModule, Knobs
     from kdlite.data.packing import resolve_attention
     from kdlite.data.tokenizer import load_tokenizer
     from kdlite.module import DistillModule, LossSettings, ModelSettings, OptimSettings
 
     validate(cfg)
+    # Expected here, so not worth a warning: the frozen teacher is in eval mode by design, and the
+    # run directory exists before the CSV logger starts (set_aside_metrics keeps the old curve).
+    warnings.filterwarnings(
+        "ignore", message=r".*module\(s\) in eval mode at the start of training"
+    )
+    warnings.filterwarnings(
+        "ignore", message=r"Experiment logs directory .* exists and is not empty"
+    )
     world = world_size(cfg.trainer)
     accum = accumulation(cfg.batch, world)
     if world > 1 and _is_multirun():
@@ -214,6 +243,7 @@ def train(cfg: DictConfig) -> RunResult:
 
     tokenizer = load_tokenizer(cfg.pair.tokenizer)
     teacher: ModelSpec | None = None
+    use_cache = cfg.lam > 0 and _enum(cfg.teacher) == "cache"
     if cfg.lam > 0:
         if cfg.pair.teacher.bootstrap:
             teacher = ModelSpec(name=str(bootstrap_teacher(cfg, tokenizer)))
@@ -222,24 +252,12 @@ def train(cfg: DictConfig) -> RunResult:
     check_tokenizers(cfg.pair, tokenizer, teacher)
 
     write_run_files(run_dir, cfg)
+    if teacher is not None:  # which teacher taught (a bootstrapped one lives in the cache)
+        (run_dir / "teacher.txt").write_text(f"{teacher.name or teacher.shape}\n")
     accelerator = cfg.trainer.accelerator
     gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
     attention = resolve_attention(_enum(cfg.batch.attention), "cuda" if gpu else "cpu")
-    d = cfg.data
-    spec = DataSpec(
-        name=d.name,
-        path=d.path,
-        revision=d.revision,
-        hf_config=d.hf_config,
-        split=d.split,
-        task_types=tuple(d.task_types) if d.task_types else None,
-        train_size=d.train_size,
-        val_size=d.val_size,
-        max_tokens=d.max_tokens,
-        limit=d.limit,
-        synthetic_size=d.synthetic_size,
-        seed=d.seed,
-    )
+    spec = data_spec(cfg.data)
     knobs = Knobs(
         lsp=float(cfg.lsp),
         crop=_enum(cfg.crop),
@@ -250,13 +268,20 @@ def train(cfg: DictConfig) -> RunResult:
         seed=cfg.seed,
     )
     datamodule = DistillDataModule(spec, tokenizer, knobs, num_workers=cfg.trainer.num_workers)
+    teacher_cache = None
+    if use_cache:  # the teacher's top-k log-probs are read from disk; the teacher is never loaded
+        from kdlite.cache_teacher import open_for_run
+
+        teacher_cache = open_for_run(cfg, tokenizer, datamodule, k=cfg.teacher_cache_k)
     module = DistillModule(
         ModelSettings(
             student=model_spec(cfg.pair.student),
-            teacher=teacher,
+            teacher=None if use_cache else teacher,
+            teacher_cache=teacher_cache,
             teacher_dtype=DTYPES[cfg.trainer.teacher_dtype],
             attention=attention,
             activation_checkpointing=cfg.trainer.activation_checkpointing,
+            compile=cfg.trainer.compile,
             teacher_sharding=_enum(cfg.trainer.teacher_sharding),
             seed=cfg.seed,
         ),

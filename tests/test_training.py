@@ -95,7 +95,7 @@ def test_export_reloads_and_generates(finished_run):
     from safetensors import safe_open
 
     with safe_open(str(export / "model.safetensors"), "pt") as f:
-        assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.bfloat16}
+        assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.bfloat16}  # noqa: SIM118 - safe_open is not iterable
     model = AutoModelForCausalLM.from_pretrained(export, dtype="auto")
     tok = AutoTokenizer.from_pretrained(export)
     gen = GenerationConfig.from_pretrained(export)
@@ -337,3 +337,96 @@ def test_multirun_with_several_devices_is_refused(tmp_path, monkeypatch):
     cfg = make_cfg(tmp_path / "r", "trainer.devices=2", "batch.micro_examples=4")
     with pytest.raises(ConfigError, match="basic launcher"):
         training_mod.train(cfg)
+
+
+BOOT = [
+    "pair.teacher.bootstrap=true",
+    "pair.bootstrap.epochs=1",
+    "optim.max_steps=2",
+    "export=false",
+]
+
+
+def test_training_from_the_teacher_cache_matches_online(tmp_path, monkeypatch):
+    from kdlite.cache_teacher import main as build_cache
+    from kdlite.teacher_cache import CacheError
+
+    vocab = 746  # the embedded tokenizer: k = vocab makes the cache exact up to fp16 storage
+    build_cache([*FAST, *BOOT, f"k={vocab}"])
+    online, cached = tmp_path / "online", tmp_path / "cached"
+    training_mod.train(make_cfg(online, *BOOT))
+
+    loaded = []
+    real = module_mod.load_model
+    monkeypatch.setattr(
+        module_mod, "load_model", lambda spec, **kw: loaded.append(spec) or real(spec, **kw)
+    )
+    training_mod.train(make_cfg(cached, *BOOT, "teacher=cache", f"teacher_cache_k={vocab}"))
+    assert [s.shape for s in loaded] == ["tiny-student"]  # the teacher never loads
+    ref, got = curve(online, "train/soft"), curve(cached, "train/soft")
+    assert sorted(got) == sorted(ref) == [0, 1]
+    for step in ref:
+        assert got[step] == pytest.approx(ref[step], rel=2e-3)
+
+    with pytest.raises(CacheError, match="right"):
+        training_mod.train(
+            make_cfg(
+                tmp_path / "r",
+                *BOOT,
+                "teacher=cache",
+                f"teacher_cache_k={vocab}",
+                "crop=right",
+                "lsp=0.5",
+            )
+        )
+
+
+@pytest.mark.slow
+def test_compiled_layers_give_the_eager_loss_and_gradients():
+    """trainer.compile=true must not change the numbers (CPU inductor; ~1 min of compile)."""
+    from kdlite.data.tokenizer import embedded_tokenizer
+    from kdlite.models import ModelSpec
+    from kdlite.module import DistillModule, LossSettings, ModelSettings, OptimSettings
+
+    tok = embedded_tokenizer()
+    losses, grads = [], []
+    for compile_layers in (False, True):
+        m = DistillModule(
+            ModelSettings(
+                student=ModelSpec(shape="tiny-student"),
+                teacher=ModelSpec(shape="tiny-teacher"),
+                compile=compile_layers,
+                seed=0,
+            ),
+            LossSettings(lam=0.5, temperature=1.0, loss_norm="token", vocab_size=len(tok)),
+            OptimSettings(),
+        )
+        torch.manual_seed(0)
+        m.configure_model()
+        g = torch.Generator().manual_seed(1)
+        ids = torch.randint(0, len(tok), (2, 40), generator=g)
+        batch = {
+            "input_ids_BT": ids,
+            "labels_BT": torch.cat([ids[:, 1:], torch.full((2, 1), -100)], 1),
+            "position_ids_BT": torch.arange(40).expand(2, 40),
+            "segment_ids_BT": torch.zeros_like(ids),
+            "step_examples": 2,
+            "step_tokens": 78,
+        }
+        parts, _ = m._forward_loss(batch, "token")
+        parts.loss.backward()
+        losses.append(parts.loss.detach())
+        grads.append(m.student.head_weight.grad.clone())
+    torch.testing.assert_close(losses[1], losses[0], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(grads[1], grads[0], rtol=1e-4, atol=1e-6)
+
+
+def test_wandb_logger_works_offline(tmp_path, monkeypatch):
+    pytest.importorskip("wandb")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    run = tmp_path / "r"
+    training_mod.train(make_cfg(run, "logger=wandb", "optim.max_steps=1", "export=false"))
+    offline = list((run / "wandb").glob("offline-run-*"))
+    assert len(offline) == 1 and any(offline[0].rglob("*.wandb"))
+    assert (run / "metrics.csv").is_file()  # CSV is always written too

@@ -374,6 +374,29 @@ def table_loss_gap(rows: list[GapRow], sweep: Sweep) -> str:
     return markdown_table(header, out)
 
 
+def table_validation(sweep: Sweep) -> str:
+    """Final validation losses: cropped like training (`val/loss`, what the study reported) and on
+    the full, un-cropped examples (`val_full/loss`), the one comparable across lsp and crop."""
+    rows: list[list[Any]] = []
+    for run in sweep.trained:
+        last = {}
+        for key in ("val/loss", "val_full/loss", "val_full/soft", "val_full/hard"):
+            series = run.metrics.get(key) or {}
+            last[key] = series[max(series)] if series else None
+        if all(v is None for v in last.values()):
+            continue
+        rows.append(
+            [run.name, run.get("supervise"), run.lsp, run.crop, run.get("lam"),
+             *(f"{v:.4f}" if v is not None else "" for v in last.values())]
+        )  # fmt: skip
+    if not rows:
+        return "_(no validation losses logged)_\n"
+    rows.sort(key=lambda r: (str(r[1]), r[3], -float(r[2])))
+    header = ["run", "supervise", "lsp", "crop", "lam", "val loss (cropped)", "val loss (full)",
+              "full: soft (KL)", "full: hard (CE)"]  # fmt: skip
+    return markdown_table(header, rows)
+
+
 def table_baselines(sweep: Sweep) -> str:
     rows = [
         [b.name, b.model or "", bench, _pct(b.accuracy(bench)), _pct(_ci_half(b, bench))]
@@ -639,6 +662,11 @@ def write_report(
         "(L_left − L_right)/L_right = −9…−20%; it is shown here converted to right vs left.\n",
         f"![loss gap]({FIGURES['gap']})\n",
         table_loss_gap(gap_rows, sweep),
+        "## Validation loss on full examples\n",
+        "Last logged validation loss per run. Training and `val/loss` see the cropped examples; "
+        "`val_full/*` is measured on the same validation examples un-cropped, so runs with "
+        "different lsp or crop are compared on equal terms.\n",
+        table_validation(sweep),
         "## Baselines (un-distilled)\n",
         table_baselines(sweep),
         "## Runs\n",

@@ -47,6 +47,9 @@ def test_report_writes_every_table_and_figure(report):
     ]:
         assert title in text
     assert "_(no runs for this table)_" not in text
+    assert "Validation loss on full examples" in text
+    # lsp=1.0 runs get soft_scale 1.0 in the fixture: val_full/loss is 2.5 x that at the last step.
+    assert "| 2.5000 |" in text
 
 
 def test_missing_and_partial_runs_are_listed(report):
