@@ -228,6 +228,10 @@ def train(cfg: DictConfig) -> RunResult:
     warnings.filterwarnings(
         "ignore", message=r"Experiment logs directory .* exists and is not empty"
     )
+    # StepSampler skips the micro-batches a mid-epoch checkpoint already consumed (tested).
+    warnings.filterwarnings(
+        "ignore", message=r"You.re resuming from a checkpoint that ended before"
+    )
     world = world_size(cfg.trainer)
     accum = accumulation(cfg.batch, world)
     if world > 1 and _is_multirun():
