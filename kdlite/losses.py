@@ -33,7 +33,9 @@ the flattened batch, C positions in one chunk.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -223,6 +225,65 @@ def _chunk_terms(
     return kl_C, ce_C, grad_CV
 
 
+def _chunk_loop(
+    ctx: Any,
+    hidden_NH: Tensor,
+    head_VH: Tensor,
+    w_N: Tensor,
+    lam: float,
+    vocab_size: int,
+    chunk_size: int,
+    need_hidden_grad: bool,
+    need_head_grad: bool,
+    terms: Callable[[slice, Tensor, Tensor], tuple[Tensor, Tensor, Tensor]],
+) -> tuple[Tensor, Tensor, Tensor]:
+    """The forward of both autograd functions: per chunk of positions, `terms` gives the KL, the CE
+    and d(loss)/d(logits); the weighted sums and the gradients w.r.t. hidden and head accumulate
+    here and are stored for backward (nothing of size [N, V] outlives its chunk)."""
+    dtype = hidden_NH.dtype
+    head_used_VH = head_VH[:vocab_size].to(dtype)
+    grad_hidden_NH = torch.zeros_like(hidden_NH) if need_hidden_grad else None
+    # fp32 across chunks: a bf16 running sum would lose the small late chunks' contributions
+    grad_head_VH = (
+        torch.zeros(head_VH.shape, dtype=torch.float32, device=head_VH.device)
+        if need_head_grad
+        else None
+    )
+    soft = w_N.new_zeros((), dtype=torch.float32)
+    hard = w_N.new_zeros((), dtype=torch.float32)
+    with torch.autocast(hidden_NH.device.type, enabled=False):
+        for start in range(0, hidden_NH.shape[0], chunk_size):
+            rows = slice(start, start + chunk_size)
+            h_CH = hidden_NH[rows]
+            kl_C, ce_C, grad_CV = terms(rows, h_CH, head_used_VH)
+            w_C = w_N[rows]
+            soft = soft + (w_C * kl_C).sum()
+            hard = hard + (w_C * ce_C).sum()
+            grad_CV = grad_CV.mul_(w_C[:, None]).to(dtype)
+            if grad_hidden_NH is not None:
+                grad_hidden_NH[rows] = grad_CV @ head_used_VH
+            if grad_head_VH is not None:
+                grad_head_VH[:vocab_size] += (grad_CV.T @ h_CH).float()
+            del grad_CV
+    loss = lam * soft + (1 - lam) * hard
+    ctx.save_for_backward(
+        grad_hidden_NH,
+        None if grad_head_VH is None else grad_head_VH.to(head_VH.dtype),
+    )
+    ctx.mark_non_differentiable(soft, hard)
+    return loss, soft, hard
+
+
+def _scaled_saved_grads(ctx: Any, grad_loss: Tensor) -> tuple[Tensor | None, Tensor | None]:
+    """Backward of both functions: the stored gradients times the incoming scalar gradient."""
+    grad_hidden_NH, grad_head_VH = ctx.saved_tensors
+    if grad_hidden_NH is not None:
+        grad_hidden_NH = grad_hidden_NH * grad_loss.to(grad_hidden_NH.dtype)
+    if grad_head_VH is not None:
+        grad_head_VH = grad_head_VH * grad_loss.to(grad_head_VH.dtype)
+    return grad_hidden_NH, grad_head_VH
+
+
 class _ChunkedDistillLoss(torch.autograd.Function):
     """Loss over the N gathered positions; gradients are computed in forward, rescaled in backward."""
 
@@ -242,56 +303,25 @@ class _ChunkedDistillLoss(torch.autograd.Function):
         need_hidden_grad: bool,
         need_head_grad: bool,
     ) -> tuple[Tensor, Tensor, Tensor]:
-        dtype = hidden_NH.dtype
-        head_used_VH = head_VH[:vocab_size].to(dtype)
         teacher_head_used_VH = None
         if teacher_hidden_NH is not None and teacher_head_VH is not None:
             teacher_head_used_VH = teacher_head_VH[:vocab_size].to(teacher_hidden_NH.dtype)
-        grad_hidden_NH = torch.zeros_like(hidden_NH) if need_hidden_grad else None
-        # fp32 across chunks: a bf16 running sum would lose the small late chunks' contributions
-        grad_head_VH = (
-            torch.zeros(head_VH.shape, dtype=torch.float32, device=head_VH.device)
-            if need_head_grad
-            else None
-        )
-        soft = w_N.new_zeros((), dtype=torch.float32)
-        hard = w_N.new_zeros((), dtype=torch.float32)
-        with torch.autocast(hidden_NH.device.type, enabled=False):
-            for start in range(0, hidden_NH.shape[0], chunk_size):
-                rows = slice(start, start + chunk_size)
-                h_CH = hidden_NH[rows]
-                teacher = None
-                if teacher_hidden_NH is not None and teacher_head_used_VH is not None:
-                    teacher = (teacher_hidden_NH[rows], teacher_head_used_VH)
-                kl_C, ce_C, grad_CV = _chunk_terms(
-                    h_CH, head_used_VH, teacher, labels_N[rows], lam, tau
-                )
-                w_C = w_N[rows]
-                soft = soft + (w_C * kl_C).sum()
-                hard = hard + (w_C * ce_C).sum()
-                grad_CV = grad_CV.mul_(w_C[:, None]).to(dtype)
-                if grad_hidden_NH is not None:
-                    grad_hidden_NH[rows] = grad_CV @ head_used_VH
-                if grad_head_VH is not None:
-                    grad_head_VH[:vocab_size] += (grad_CV.T @ h_CH).float()
-                del grad_CV
-        loss = lam * soft + (1 - lam) * hard
-        ctx.save_for_backward(
-            grad_hidden_NH,
-            None if grad_head_VH is None else grad_head_VH.to(head_VH.dtype),
-        )
-        ctx.mark_non_differentiable(soft, hard)
-        return loss, soft, hard
+
+        def terms(rows: slice, h_CH: Tensor, head_used_VH: Tensor):
+            teacher = None
+            if teacher_hidden_NH is not None and teacher_head_used_VH is not None:
+                teacher = (teacher_hidden_NH[rows], teacher_head_used_VH)
+            return _chunk_terms(h_CH, head_used_VH, teacher, labels_N[rows], lam, tau)
+
+        return _chunk_loop(
+            ctx, hidden_NH, head_VH, w_N, lam, vocab_size, chunk_size,
+            need_hidden_grad, need_head_grad, terms,
+        )  # fmt: skip
 
     @staticmethod
     @once_differentiable  # the stored gradients are constants: no double backward
     def backward(ctx, grad_loss: Tensor, _grad_soft: Tensor, _grad_hard: Tensor):
-        grad_hidden_NH, grad_head_VH = ctx.saved_tensors
-        if grad_hidden_NH is not None:
-            grad_hidden_NH = grad_hidden_NH * grad_loss.to(grad_hidden_NH.dtype)
-        if grad_head_VH is not None:
-            grad_head_VH = grad_head_VH * grad_loss.to(grad_head_VH.dtype)
-        return grad_hidden_NH, grad_head_VH, *([None] * 10)
+        return (*_scaled_saved_grads(ctx, grad_loss), *([None] * 10))
 
 
 def distill_loss_chunked(
@@ -457,52 +487,22 @@ class _CachedDistillLoss(torch.autograd.Function):
         need_hidden_grad: bool,
         need_head_grad: bool,
     ) -> tuple[Tensor, Tensor, Tensor]:
-        dtype = hidden_NH.dtype
-        head_used_VH = head_VH[:vocab_size].to(dtype)
-        grad_hidden_NH = torch.zeros_like(hidden_NH) if need_hidden_grad else None
-        grad_head_VH = (
-            torch.zeros(head_VH.shape, dtype=torch.float32, device=head_VH.device)
-            if need_head_grad
-            else None
-        )
-        soft = w_N.new_zeros((), dtype=torch.float32)
-        hard = w_N.new_zeros((), dtype=torch.float32)
-        with torch.autocast(hidden_NH.device.type, enabled=False):
-            for start in range(0, hidden_NH.shape[0], chunk_size):
-                rows = slice(start, start + chunk_size)
-                h_CH = hidden_NH[rows]
-                cached = None
-                if ids_NK is not None and logp_NK is not None and rest_N is not None:
-                    cached = (ids_NK[rows], logp_NK[rows], rest_N[rows])
-                kl_C, ce_C, grad_CV = _cached_chunk_terms(
-                    h_CH, head_used_VH, cached, labels_N[rows], lam, tau
-                )
-                w_C = w_N[rows]
-                soft = soft + (w_C * kl_C).sum()
-                hard = hard + (w_C * ce_C).sum()
-                grad_CV = grad_CV.mul_(w_C[:, None]).to(dtype)
-                if grad_hidden_NH is not None:
-                    grad_hidden_NH[rows] = grad_CV @ head_used_VH
-                if grad_head_VH is not None:
-                    grad_head_VH[:vocab_size] += (grad_CV.T @ h_CH).float()
-                del grad_CV
-        loss = lam * soft + (1 - lam) * hard
-        ctx.save_for_backward(
-            grad_hidden_NH,
-            None if grad_head_VH is None else grad_head_VH.to(head_VH.dtype),
-        )
-        ctx.mark_non_differentiable(soft, hard)
-        return loss, soft, hard
+
+        def terms(rows: slice, h_CH: Tensor, head_used_VH: Tensor):
+            cached = None
+            if ids_NK is not None and logp_NK is not None and rest_N is not None:
+                cached = (ids_NK[rows], logp_NK[rows], rest_N[rows])
+            return _cached_chunk_terms(h_CH, head_used_VH, cached, labels_N[rows], lam, tau)
+
+        return _chunk_loop(
+            ctx, hidden_NH, head_VH, w_N, lam, vocab_size, chunk_size,
+            need_hidden_grad, need_head_grad, terms,
+        )  # fmt: skip
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_loss: Tensor, _grad_soft: Tensor, _grad_hard: Tensor):
-        grad_hidden_NH, grad_head_VH = ctx.saved_tensors
-        if grad_hidden_NH is not None:
-            grad_hidden_NH = grad_hidden_NH * grad_loss.to(grad_hidden_NH.dtype)
-        if grad_head_VH is not None:
-            grad_head_VH = grad_head_VH * grad_loss.to(grad_head_VH.dtype)
-        return grad_hidden_NH, grad_head_VH, *([None] * 11)
+        return (*_scaled_saved_grads(ctx, grad_loss), *([None] * 11))
 
 
 def distill_loss_chunked_cached(
