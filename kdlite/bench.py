@@ -174,6 +174,14 @@ def _autocast(s: Setup, device: torch.device):
     return torch.autocast(device.type, dtype=s.autocast, enabled=s.autocast is not None)
 
 
+def _on_device(batch: dict[str, Any], s: Setup, device: torch.device):
+    """A micro-batch's model inputs, loss labels and weights, and attention mask on `device`."""
+    ids = batch["input_ids_BT"].to(device)
+    pos = batch["position_ids_BT"].to(device)
+    labels, w = batch["labels_BT"].to(device), _weights(batch).to(device)
+    return ids, pos, labels, w, _mask(batch, s, device)
+
+
 # ---- step functions: one optimizer step over a workload's micro-batches -------------------------
 StepFn = Callable[[list[dict[str, Any]]], None]
 
@@ -181,10 +189,7 @@ StepFn = Callable[[list[dict[str, Any]]], None]
 def naive_step(teacher, student, opt, s: Setup, lam: float, device) -> StepFn:
     def step(micro_batches: list[dict[str, Any]]) -> None:
         for batch in micro_batches:
-            ids = batch["input_ids_BT"].to(device)
-            pos = batch["position_ids_BT"].to(device)
-            labels, w = batch["labels_BT"].to(device), _weights(batch).to(device)
-            mask = _mask(batch, s, device)
+            ids, pos, labels, w, mask = _on_device(batch, s, device)
             with _autocast(s, device):
                 with torch.no_grad():
                     t_logits = teacher(input_ids=ids, position_ids=pos, attention_mask=mask).logits
@@ -205,10 +210,7 @@ def bare_step(teacher, student, opt, s: Setup, lam: float, device, cache=None) -
 
     def step(micro_batches: list[dict[str, Any]]) -> None:
         for batch in micro_batches:
-            ids = batch["input_ids_BT"].to(device)
-            pos = batch["position_ids_BT"].to(device)
-            labels, w = batch["labels_BT"].to(device), _weights(batch).to(device)
-            mask = _mask(batch, s, device)
+            ids, pos, labels, w, mask = _on_device(batch, s, device)
             with _autocast(s, device):
                 hidden = s_lm(ids, pos, mask)
                 if cache is not None:

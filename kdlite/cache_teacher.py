@@ -22,6 +22,7 @@ import torch
 from omegaconf import DictConfig
 
 from kdlite.cache import cache_root
+from kdlite.config import compose_train
 from kdlite.teacher_cache import CacheError, CacheSpec, TeacherCache, teacher_fingerprint
 
 OWN_DEFAULTS: dict[str, Any] = {
@@ -30,20 +31,6 @@ OWN_DEFAULTS: dict[str, Any] = {
     "batch_tokens": 16_384,
     "device": "auto",
 }
-
-
-def compose(overrides: list[str]) -> DictConfig:
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-
-    from kdlite.config import register_configs
-
-    register_configs()
-    conf = Path(__file__).resolve().parents[1] / "conf"
-    if not any(o.startswith("run_dir=") for o in overrides):
-        overrides = [*overrides, "run_dir=unused"]  # ${hydra:...} is unset outside @hydra.main
-    with initialize_config_dir(config_dir=str(conf), version_base=None):
-        return hydra_compose(config_name="config", overrides=overrides)
 
 
 def split_args(argv: list[str]) -> tuple[dict[str, Any], list[str]]:
@@ -170,7 +157,7 @@ def main(argv: list[str] | None = None) -> Path:
         print(__doc__)
         sys.exit(0)
     own, overrides = split_args(argv)
-    return build(compose(overrides), own)
+    return build(compose_train(overrides), own)
 
 
 if __name__ == "__main__":

@@ -9,10 +9,13 @@ loaded, with the key in the message. Numeric ranges OmegaConf cannot express (`l
 
 from dataclasses import dataclass, field
 from enum import Enum
+from pathlib import Path
 from typing import Any, Optional  # noqa: UP035 - OmegaConf 2.3 needs Optional, not `X | None`
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
+
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
 
 class Crop(str, Enum):
@@ -179,6 +182,17 @@ class TrainConfig:
     run_dir: str = "runs/default"
     export: bool = True
     resume: bool = True  # rerunning the same command continues from checkpoints/last.ckpt
+
+
+def compose_train(overrides: list[str]) -> DictConfig:
+    """conf/config.yaml composed outside `@hydra.main` (the other CLIs, tests), same schema."""
+    from hydra import compose, initialize_config_dir
+
+    register_configs()
+    if not any(o.startswith("run_dir=") for o in overrides):
+        overrides = [*overrides, "run_dir=unused"]  # ${hydra:...} is unset outside @hydra.main
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose(config_name="config", overrides=overrides)
 
 
 def run_name(override_dirname: str) -> str:

@@ -81,23 +81,14 @@ def export_initial_student(overrides: list[str], out_dir: str | Path) -> Path:
     For Hub students that is the base checkpoint itself; for random-init shapes (the tiny pair) it
     is the seeded initialisation every run of the same `seed` starts from.
     """
-    from hydra import compose, initialize_config_dir
-
-    from kdlite.config import register_configs
+    from kdlite.config import compose_train
     from kdlite.data.tokenizer import load_tokenizer
-    from kdlite.models import ModelSpec, load_model
+    from kdlite.models import load_model
+    from kdlite.training import model_spec
 
-    register_configs()
-    conf = Path(__file__).resolve().parents[1] / "conf"
-    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
-        cfg = compose("config", overrides=[*overrides, "run_dir=unused"])
+    cfg = compose_train(overrides)
     tokenizer = load_tokenizer(cfg.pair.tokenizer)
-    s = cfg.pair.student
-    lm = load_model(
-        ModelSpec(name=s.name, revision=s.revision, shape=s.shape),
-        vocab_size=len(tokenizer),
-        seed=cfg.seed,
-    )
+    lm = load_model(model_spec(cfg.pair.student), vocab_size=len(tokenizer), seed=cfg.seed)
     return export_student(
         lm, tokenizer, out_dir, info={"kind": "initial student", "overrides": overrides}
     )

@@ -163,45 +163,32 @@ class DistillModule(L.LightningModule):
             step_tokens=batch["step_tokens"],
         )
         assert self.student is not None, "configure_model() builds the student first"
+        inputs = (batch["input_ids_BT"], batch["position_ids_BT"], mask)
+        settings: dict[str, Any] = {
+            "lam": ls.lam,
+            "temperature": ls.temperature,
+            "vocab_size": ls.vocab_size,
+            "chunk_size": ls.chunk_size,
+        }
         cache = self.models.teacher_cache
-        if ls.lam > 0 and cache is not None:
-            student_hidden = self.student(batch["input_ids_BT"], batch["position_ids_BT"], mask)
-            ids, logprobs, rest = cache.lookup(batch, device=student_hidden.device)
+        if ls.lam > 0 and cache is not None:  # teacher targets read from disk
+            hidden = self.student(*inputs)
+            ids, logprobs, rest = cache.lookup(batch, device=hidden.device)
             parts = distill_loss_chunked_cached(
-                student_hidden,
-                self.student.head_weight,
-                ids,
-                logprobs,
-                rest,
-                batch["labels_BT"],
-                weights,
-                lam=ls.lam,
-                temperature=ls.temperature,
-                vocab_size=ls.vocab_size,
-                chunk_size=ls.chunk_size,
-            )
-        else:
+                hidden, self.student.head_weight, ids, logprobs, rest,
+                batch["labels_BT"], weights, **settings,
+            )  # fmt: skip
+        else:  # teacher run online (never when lam = 0)
             teacher_hidden = teacher_head = None
             if ls.lam > 0:
                 assert self.teacher is not None, "lam > 0 needs a teacher or a teacher cache"
                 with torch.no_grad():
-                    teacher_hidden = self.teacher(
-                        batch["input_ids_BT"], batch["position_ids_BT"], mask
-                    )
+                    teacher_hidden = self.teacher(*inputs)
                     teacher_head = self.teacher.head_weight
-            student_hidden = self.student(batch["input_ids_BT"], batch["position_ids_BT"], mask)
             parts = distill_loss_chunked(
-                student_hidden,
-                self.student.head_weight,
-                teacher_hidden,
-                teacher_head,
-                batch["labels_BT"],
-                weights,
-                lam=ls.lam,
-                temperature=ls.temperature,
-                vocab_size=ls.vocab_size,
-                chunk_size=ls.chunk_size,
-            )
+                self.student(*inputs), self.student.head_weight, teacher_hidden, teacher_head,
+                batch["labels_BT"], weights, **settings,
+            )  # fmt: skip
         n_tokens = int((segments >= 0).sum())
         return parts, n_tokens
 

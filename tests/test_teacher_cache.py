@@ -233,7 +233,8 @@ def test_cache_key_changes_with_teacher_data_k_and_temperature(tmp_path):
 
 
 def test_cli_splits_its_options_and_refuses_random_teachers(embedded_tokenizer):
-    from kdlite.cache_teacher import compose, split_args, teacher_path
+    from kdlite.cache_teacher import split_args, teacher_path
+    from kdlite.config import compose_train as compose
 
     own, overrides = split_args(["k=16", "data=synthetic", "logprob_dtype=float32", "lsp=0.5"])
     assert own["k"] == 16 and own["logprob_dtype"] == "float32"

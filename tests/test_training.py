@@ -302,6 +302,19 @@ def test_pair_with_different_tokenizers_is_refused(tmp_path, embedded_tokenizer,
         training_mod.train(cfg)
 
 
+def row_batch(ids, labels, *, step_examples: int, step_tokens: int) -> dict:
+    """A hand-made batch with one example per row (no packing, no padding)."""
+    B, T = ids.shape
+    return {
+        "input_ids_BT": ids,
+        "labels_BT": labels,
+        "position_ids_BT": torch.arange(T).expand(B, T),
+        "segment_ids_BT": torch.zeros_like(ids),
+        "step_examples": step_examples,
+        "step_tokens": step_tokens,
+    }
+
+
 def test_fully_masked_batch_gives_zero_loss_not_nan(tmp_path):
     from kdlite.data.tokenizer import embedded_tokenizer
     from kdlite.models import ModelSpec
@@ -317,14 +330,7 @@ def test_fully_masked_batch_gives_zero_loss_not_nan(tmp_path):
     )
     m.configure_model()
     ids = torch.randint(0, len(tok), (2, 12))
-    batch = {
-        "input_ids_BT": ids,
-        "labels_BT": torch.full_like(ids, -100),
-        "position_ids_BT": torch.arange(12).expand(2, 12),
-        "segment_ids_BT": torch.zeros_like(ids),
-        "step_examples": 0,
-        "step_tokens": 0,
-    }
+    batch = row_batch(ids, torch.full_like(ids, -100), step_examples=0, step_tokens=0)
     parts, _ = m._forward_loss(batch, "sequence")
     parts.loss.backward()
     assert parts.loss.item() == 0.0 and not torch.isnan(parts.loss)
@@ -405,14 +411,8 @@ def test_compiled_layers_give_the_eager_loss_and_gradients():
         m.configure_model()
         g = torch.Generator().manual_seed(1)
         ids = torch.randint(0, len(tok), (2, 40), generator=g)
-        batch = {
-            "input_ids_BT": ids,
-            "labels_BT": torch.cat([ids[:, 1:], torch.full((2, 1), -100)], 1),
-            "position_ids_BT": torch.arange(40).expand(2, 40),
-            "segment_ids_BT": torch.zeros_like(ids),
-            "step_examples": 2,
-            "step_tokens": 78,
-        }
+        labels = torch.cat([ids[:, 1:], torch.full((2, 1), -100)], 1)
+        batch = row_batch(ids, labels, step_examples=2, step_tokens=78)
         parts, _ = m._forward_loss(batch, "token")
         parts.loss.backward()
         losses.append(parts.loss.detach())
