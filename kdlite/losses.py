@@ -225,6 +225,25 @@ def _chunk_terms(
     return kl_C, ce_C, grad_CV
 
 
+def _gather_supervised(
+    student_hidden_BTH: Tensor, labels_BT: Tensor, weights_BT: Tensor, lam: float, V: int
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The positions that carry loss (w > 0), flattened: (keep_N, w_N, labels_N, hidden_NH).
+
+    Only these are projected to the vocabulary. With lam = 1 the labels are never read, so they
+    are not checked and are replaced by zeros.
+    """
+    w_X = weights_BT.reshape(-1).float()
+    keep_N = (w_X > 0).nonzero().squeeze(1)
+    labels_N = labels_BT.reshape(-1)[keep_N]
+    if lam < 1:
+        _check_labels(labels_N, V)
+    else:
+        labels_N = torch.zeros_like(labels_N)  # never read: CE is skipped
+    hidden_NH = student_hidden_BTH.reshape(-1, student_hidden_BTH.shape[-1]).index_select(0, keep_N)
+    return keep_N, w_X[keep_N], labels_N, hidden_NH
+
+
 def _chunk_loop(
     ctx: Any,
     hidden_NH: Tensor,
@@ -360,14 +379,9 @@ def distill_loss_chunked(
     teacher_rows = None if teacher is None else teacher[1].shape[0]
     V = _resolve_vocab(vocab_size, student_head_VH.shape[0], teacher_rows)
 
-    w_X = weights_BT.reshape(-1).float()
-    keep_N = (w_X > 0).nonzero().squeeze(1)
-    labels_N = labels_BT.reshape(-1)[keep_N]
-    if lam < 1:
-        _check_labels(labels_N, V)
-    else:
-        labels_N = torch.zeros_like(labels_N)  # never read: CE is skipped
-    hidden_NH = student_hidden_BTH.reshape(-1, student_hidden_BTH.shape[-1]).index_select(0, keep_N)
+    keep_N, w_N, labels_N, hidden_NH = _gather_supervised(
+        student_hidden_BTH, labels_BT, weights_BT, lam, V
+    )
     teacher_hidden_NH = teacher_head_VH = None
     if teacher is not None:
         with torch.no_grad():
@@ -380,7 +394,7 @@ def distill_loss_chunked(
         teacher_hidden_NH,
         teacher_head_VH,
         labels_N,
-        w_X[keep_N],
+        w_N,
         float(lam),
         float(temperature),
         V,
@@ -536,8 +550,9 @@ def distill_loss_chunked_cached(
             f"{tuple(labels_BT.shape)}"
         )
     V = _resolve_vocab(vocab_size, student_head_VH.shape[0], None)
-    w_X = weights_BT.reshape(-1).float()
-    keep_N = (w_X > 0).nonzero().squeeze(1)
+    keep_N, w_N, labels_N, hidden_NH = _gather_supervised(
+        student_hidden_BTH, labels_BT, weights_BT, lam, V
+    )
     ids_NK = logp_NK = rest_N = None
     if lam > 0:
         if topk_ids_BTK is None or topk_logprobs_BTK is None or rest_logmass_BT is None:
@@ -558,12 +573,6 @@ def distill_loss_chunked_cached(
             raise ValueError(f"a cached teacher id is outside [0, {V})")
         logp_NK = topk_logprobs_BTK.reshape(-1, K)[keep_N].float()
         rest_N = rest_logmass_BT.reshape(-1)[keep_N].float()
-    labels_N = labels_BT.reshape(-1)[keep_N]
-    if lam < 1:
-        _check_labels(labels_N, V)
-    else:
-        labels_N = torch.zeros_like(labels_N)  # never read: CE is skipped
-    hidden_NH = student_hidden_BTH.reshape(-1, student_hidden_BTH.shape[-1]).index_select(0, keep_N)
     grad_on = torch.is_grad_enabled()
     loss, soft, hard = _CachedDistillLoss.apply(
         hidden_NH,
@@ -572,7 +581,7 @@ def distill_loss_chunked_cached(
         logp_NK,
         rest_N,
         labels_N,
-        w_X[keep_N],
+        w_N,
         float(lam),
         float(temperature),
         V,
