@@ -7,6 +7,7 @@ loaded, with the key in the message. Numeric ranges OmegaConf cannot express (`l
 `lam` in [0, 1], batch divisibility) are checked by `validate()`, the first thing `train()` does.
 """
 
+import hashlib
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -64,7 +65,8 @@ class TeacherSharding(str, Enum):
 class ModelConfig:
     name: Optional[str] = None  # Hub id or local folder (None when `shape` builds random weights)
     revision: Optional[str] = None
-    shape: Optional[str] = None  # a key of kdlite.models.QWEN3_SHAPES -> random weights
+    shape: Optional[str] = None  # a key of kdlite.models.QWEN3_SHAPES
+    init: str = "random"  # a shape's weights: random, or shipped (tiny): base | reasoning (teacher)
     bootstrap: bool = False  # tiny teacher: train it on the data with the hard loss first (cached)
 
 
@@ -195,9 +197,21 @@ def compose_train(overrides: list[str]) -> DictConfig:
         return compose(config_name="config", overrides=overrides)
 
 
+RUN_NAME_MAX = 120  # file systems refuse names over 255 bytes; leave room for Hydra's suffixes
+
+
 def run_name(override_dirname: str) -> str:
-    """Deterministic run directory name from the override set (`default` when there is none)."""
-    return override_dirname.replace("/", "_") or "default"
+    """Deterministic run directory name from the override set (`default` when there is none).
+
+    A long override set (model folders, many keys) keeps its first characters and gains a hash of
+    the whole, so the name stays unique, readable and under the file system's 255-byte limit.
+    """
+    name = override_dirname.replace("/", "_") or "default"
+    if len(name.encode()) <= RUN_NAME_MAX:
+        return name
+    digest = hashlib.sha1(name.encode()).hexdigest()[:10]
+    head = name.encode()[: RUN_NAME_MAX - 11].decode(errors="ignore")
+    return f"{head}-{digest}"
 
 
 def register_configs() -> None:
@@ -243,11 +257,20 @@ def validate(cfg: DictConfig | TrainConfig) -> None:
         problems.append(f"optim.warmup_ratio={cfg.optim.warmup_ratio}: must be in [0, 1)")
     if cfg.data.max_tokens < 2:
         problems.append(f"data.max_tokens={cfg.data.max_tokens}: must be >= 2")
+    from kdlite.models import INITS
+
     for role in ("teacher", "student"):
         m = getattr(cfg.pair, role)
         if m.name is None and m.shape is None:
             problems.append(
                 f"pair.{role}: set `name` (Hub id or folder) or `shape` (random weights)"
+            )
+        if m.init not in INITS:
+            problems.append(f"pair.{role}.init={m.init}: must be one of {list(INITS)}")
+        elif m.init != "random" and m.shape is not None and not str(m.shape).startswith("tiny"):
+            problems.append(
+                f"pair.{role}.init={m.init}: shipped weights exist for the tiny shapes only "
+                f"(shape={m.shape}); load a real model with `name`"
             )
     if problems:
         raise ConfigError("invalid config:\n  " + "\n  ".join(problems))

@@ -181,3 +181,16 @@ def test_slurm_launcher_config_composes():
         return_hydra_config=True,
     )
     assert cfg.hydra.launcher.gpus_per_node == 8
+
+
+def test_run_names_stay_short_unique_and_deterministic():
+    from kdlite.config import RUN_NAME_MAX, run_name
+
+    assert run_name("") == "default"
+    assert run_name("lsp=0.5,pair=32b_8b") == "lsp=0.5,pair=32b_8b"
+    assert run_name("pair.student.name=/models/x") == "pair.student.name=_models_x"
+    long_a = "pair.teacher.name=/very/long/folder/" + "x" * 300 + ",lsp=0.5"
+    long_b = long_a.replace("lsp=0.5", "lsp=0.25")
+    a, b = run_name(long_a), run_name(long_b)
+    assert len(a.encode()) <= RUN_NAME_MAX and len(b.encode()) <= RUN_NAME_MAX
+    assert a != b and a == run_name(long_a) and a.startswith("pair.teacher.name=_very_long")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import csv
 import json
 from pathlib import Path
@@ -20,8 +21,8 @@ from kdlite.models import ModelLoadError
 CONF = Path(__file__).resolve().parents[1] / "conf"
 register_configs()
 
-# A random (not bootstrapped) tiny teacher and a small slice of the synthetic corpus keep each run
-# to a few seconds; 8 examples per step as 2 micro-batches of 4 exercises gradient accumulation.
+# The shipped tiny pair (reasoning teacher, base student) and a small slice of the synthetic corpus
+# keep each run to a few seconds; 8 examples per step as 2 micro-batches of 4 exercises gradient accumulation.
 FAST = [
     "pair.teacher.bootstrap=false",
     "data.synthetic_size=60",
@@ -286,11 +287,7 @@ def test_pair_with_different_tokenizers_is_refused(tmp_path, embedded_tokenizer,
     from kdlite.models import random_model
 
     other = tmp_path / "other"
-    tok = (
-        type(embedded_tokenizer).from_pretrained(embedded_tokenizer.name_or_path)
-        if embedded_tokenizer.name_or_path
-        else embedded_tokenizer
-    )
+    tok = copy.deepcopy(embedded_tokenizer)  # never mutate the session's shared tokenizer
     tok.add_tokens(["<|something_else|>"])
     random_model("tiny-student", vocab_size=len(tok)).save_pretrained(other)
     tok.save_pretrained(other)
@@ -346,6 +343,7 @@ def test_multirun_with_several_devices_is_refused(tmp_path, monkeypatch):
 
 
 BOOT = [
+    "pair.teacher.init=base",
     "pair.teacher.bootstrap=true",
     "pair.bootstrap.epochs=1",
     "optim.max_steps=2",
