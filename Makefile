@@ -9,7 +9,7 @@ export HF_DATASETS_OFFLINE ?= 1
 export WANDB_MODE ?= offline
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: help install demo train test test-slow test-gpu lint fmt bench report clean
+.PHONY: help install demo train test test-slow test-gpu lint fmt bench report tiny-models clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -29,9 +29,11 @@ demo: $(STAMP) ## the study in miniature on a CPU (~15 min): train, evaluate, re
 	$(PY) train.py -m experiment=demo crop=right lsp=0.5 trainer.progress_bar=false
 	$(PY) train.py -m experiment=demo supervise=cot,a trainer.progress_bar=false
 	$(PY) -m kdlite.export out=runs/demo/baseline/tiny-student
+	$(PY) -m kdlite.export out=runs/demo/baseline/tiny-teacher role=teacher
 	$(PY) evaluate.py bench=synthetic_demo out_dir=runs/demo/baseline "model=[$$( \
-	  (ls -d runs/demo/*/export | sed 's#/export$$##'; echo runs/demo/baseline/tiny-student; \
-	   cat runs/demo/lsp=1.0/teacher.txt) | sed "s/.*/'&'/" | paste -sd, -)]"
+	  (ls -d runs/demo/*/export | sed 's#/export$$##'; \
+	   echo runs/demo/baseline/tiny-student; echo runs/demo/baseline/tiny-teacher) \
+	  | sed "s/.*/'&'/" | paste -sd, -)]"
 	$(PY) -m kdlite.report runs/demo
 
 train: $(STAMP) ## one run on the embedded default: `python train.py` (tiny pair, CPU, ~5 min)
@@ -54,6 +56,11 @@ lint: $(STAMP) ## ruff check + format check + mypy on the package
 fmt: $(STAMP) ## apply ruff fixes and formatting
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
+
+tiny-models: $(STAMP) ## rebuild the shipped tiny pair weights in kdlite/assets (~35 min on 2 cores)
+	$(PY) -m kdlite.pretrain shape=tiny-student steps=1600
+	$(PY) -m kdlite.pretrain shape=tiny-teacher steps=1500
+	$(PY) -m kdlite.pretrain reasoning
 
 bench: $(STAMP) ## CPU benchmark of the training step vs the naive reference (appends to BENCHMARKS.md)
 	$(PY) -m kdlite.bench

@@ -65,10 +65,14 @@ def teacher_path(cfg: DictConfig, tokenizer: Any) -> tuple[str, str | None]:
     t = cfg.pair.teacher
     if t.bootstrap:
         return str(bootstrap_teacher(cfg, tokenizer)), None
-    if t.shape is not None:
+    if t.shape is not None and t.init == "random":
         raise CacheError(
             f"pair.teacher.shape={t.shape} is a random-weight teacher: nothing stable to cache"
         )
+    if t.shape is not None:
+        from kdlite.models import asset_dir
+
+        return str(asset_dir(t.shape, t.init)), None
     return str(t.name), t.revision
 
 

@@ -75,35 +75,45 @@ def export_student(
     return out
 
 
-def export_initial_student(overrides: list[str], out_dir: str | Path) -> Path:
-    """Export the student a run starts from (before distillation): the study's baseline row.
+def export_initial_model(overrides: list[str], out_dir: str | Path, role: str = "student") -> Path:
+    """Export a model of the pair as a run starts from it: the study's un-distilled baseline row
+    (`role=student`), or the teacher that teaches (`role=teacher`), for `evaluate.py`.
 
-    For Hub students that is the base checkpoint itself; for random-init shapes (the tiny pair) it
-    is the seeded initialisation every run of the same `seed` starts from.
+    For Hub models that is the checkpoint itself; for the tiny shapes it is the shipped weights
+    (`init=base`/`reasoning`) or the seeded random initialisation every run of the same `seed`
+    starts from (`init=random`).
     """
     from kdlite.config import compose_train
     from kdlite.data.tokenizer import load_tokenizer
     from kdlite.models import load_model
     from kdlite.training import model_spec
 
+    if role not in ("student", "teacher"):
+        raise ValueError(f"role={role!r}: expected 'student' or 'teacher'")
     cfg = compose_train(overrides)
     tokenizer = load_tokenizer(cfg.pair.tokenizer)
-    lm = load_model(model_spec(cfg.pair.student), vocab_size=len(tokenizer), seed=cfg.seed)
-    return export_student(
-        lm, tokenizer, out_dir, info={"kind": "initial student", "overrides": overrides}
-    )
+    spec = model_spec(cfg.pair[role])
+    lm = load_model(spec, vocab_size=len(tokenizer), seed=cfg.seed)
+    info = {"kind": f"initial {role}", "overrides": overrides, "init": spec.init}
+    return export_student(lm, tokenizer, out_dir, info=info)
 
 
 def main(argv: list[str] | None = None) -> None:
-    """`python -m kdlite.export out=DIR [train overrides...]`: export the un-distilled student."""
+    """`python -m kdlite.export out=DIR [role=student|teacher] [train overrides...]`: export the
+    un-distilled student (default) or the pair's teacher."""
     import sys
 
     args = list(sys.argv[1:] if argv is None else argv)
-    outs = [a for a in args if a.startswith("out=")]
-    if len(outs) != 1:
-        raise SystemExit("usage: python -m kdlite.export out=DIR [pair=... seed=...]")
-    out = export_initial_student([a for a in args if not a.startswith("out=")], outs[0][4:])
-    print(f"kdlite: exported the initial student to {out}")
+    outs = [a[4:] for a in args if a.startswith("out=")]
+    roles = [a[5:] for a in args if a.startswith("role=")]
+    if len(outs) != 1 or len(roles) > 1:
+        raise SystemExit(
+            "usage: python -m kdlite.export out=DIR [role=student|teacher] [pair=... seed=...]"
+        )
+    role = roles[0] if roles else "student"
+    rest = [a for a in args if not a.startswith(("out=", "role="))]
+    out = export_initial_model(rest, outs[0], role)
+    print(f"kdlite: exported the initial {role} to {out}")
 
 
 if __name__ == "__main__":

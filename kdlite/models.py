@@ -11,6 +11,7 @@ backward, so `head_weight` can be read right after the forward.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,11 +89,37 @@ class ModelLoadError(ValueError):
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """Where a model comes from: `name` (Hub id or local folder) or a random-init `shape`."""
+    """Where a model comes from: `name` (Hub id or local folder) or a `shape`, whose weights are
+    random (`init="random"`) or, for the tiny shapes, shipped in `kdlite/assets/<shape>-<init>`."""
 
     name: str | None = None
     revision: str | None = None
     shape: str | None = None
+    init: str = "random"
+
+
+# Weights shipped with the package for the tiny shapes (`kdlite.pretrain`, `make tiny-models`).
+ASSETS = Path(__file__).parent / "assets"
+INITS = ("random", "base", "reasoning")
+
+
+def asset_dir(shape: str, init: str) -> Path:
+    """The folder of shipped `init` weights for a tiny `shape`; a clear error when there is none."""
+    if init not in INITS:
+        raise ModelLoadError(f"unknown init {init!r} for shape {shape!r}; known: {list(INITS)}")
+    folder = ASSETS / f"{shape}-{init}"
+    if not (folder / "model.safetensors").is_file():
+        raise ModelLoadError(
+            f"shape {shape!r} with init={init!r} needs shipped weights in {folder}, which is "
+            f"missing; rebuild them with `make tiny-models`, or use `init=random`"
+        )
+    return folder
+
+
+def asset_fingerprint(shape: str, init: str) -> str:
+    """sha1 of the shipped weights, so caches keyed on a model change when they are rebuilt."""
+    data = (asset_dir(shape, init) / "model.safetensors").read_bytes()
+    return hashlib.sha1(data).hexdigest()[:12]
 
 
 def qwen3_config(shape: str, vocab_size: int | None = None, **overrides: Any):
@@ -139,6 +166,8 @@ def load_model(
     seed: int | None = None,
 ) -> nn.Module:
     """Build the model a spec names. Random-init shapes take the tokenizer's vocab when given."""
+    if spec.shape is not None and spec.init != "random":
+        return _load_asset(spec.shape, spec.init, vocab_size, dtype, attn_implementation)
     if spec.shape is not None:
         # Real shapes keep their padded 151,936-row vocabulary (the loss restricts logits to the
         # tokenizer); the tiny shapes are sized to the tokenizer.
@@ -173,6 +202,24 @@ def load_model(
             f"Download it once (`huggingface-cli download {spec.name}`) or point the config at a "
             f"local folder, e.g. `pair.student.name=/models/Qwen3-4B-Base`. Cause: {err}"
         ) from err
+
+
+def _load_asset(
+    shape: str, init: str, vocab_size: int | None, dtype: torch.dtype, attn_implementation: str
+) -> nn.Module:
+    from transformers import AutoModelForCausalLM
+
+    folder = asset_dir(shape, init)
+    model = AutoModelForCausalLM.from_pretrained(
+        folder, dtype=dtype, attn_implementation=attn_implementation
+    )
+    if vocab_size is not None and model.config.vocab_size != vocab_size:
+        raise ModelLoadError(
+            f"{folder}: {model.config.vocab_size} vocabulary rows, but the tokenizer has "
+            f"{vocab_size} ids; the shipped weights belong to the embedded tokenizer "
+            f"(`pair.tokenizer=embedded`), or rebuild them with `make tiny-models`"
+        )
+    return model
 
 
 def decoder_layer_class(model: nn.Module) -> type[nn.Module]:

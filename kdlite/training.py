@@ -106,7 +106,16 @@ def data_spec(d: Any) -> Any:
 
 
 def model_spec(m: Any) -> ModelSpec:
-    return ModelSpec(name=m.name, revision=m.revision, shape=m.shape)
+    return ModelSpec(name=m.name, revision=m.revision, shape=m.shape, init=m.init)
+
+
+def teacher_location(spec: ModelSpec) -> str:
+    """What `evaluate.py model=...` loads for this teacher: a name, a folder, or a bare shape."""
+    from kdlite.models import asset_dir
+
+    if spec.shape is not None and spec.init != "random":
+        return str(asset_dir(spec.shape, spec.init))
+    return str(spec.name or spec.shape)
 
 
 def check_tokenizers(pair: Any, tokenizer: Any, teacher: ModelSpec | None) -> None:
@@ -143,6 +152,11 @@ def bootstrap_teacher(cfg: DictConfig, tokenizer: Any) -> Path:
         "tokenizer": tokenizer_fingerprint(tokenizer),
         "seed": cfg.seed,
     }
+    t = pair.teacher
+    if t.shape is not None and t.init != "random":  # rebuilt shipped weights -> a new teacher
+        from kdlite.models import asset_fingerprint
+
+        recipe["weights"] = asset_fingerprint(t.shape, t.init)
     key = hashlib.sha1(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:12]
     home = cache_root() / "teachers" / f"{pair.name}-{key}"
     export = home / "run" / "export"
@@ -257,7 +271,7 @@ def train(cfg: DictConfig) -> RunResult:
 
     write_run_files(run_dir, cfg)
     if teacher is not None:  # which teacher taught (a bootstrapped one lives in the cache)
-        (run_dir / "teacher.txt").write_text(f"{teacher.name or teacher.shape}\n")
+        (run_dir / "teacher.txt").write_text(f"{teacher_location(teacher)}\n")
     accelerator = cfg.trainer.accelerator
     gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
     attention = resolve_attention(_enum(cfg.batch.attention), "cuda" if gpu else "cpu")

@@ -239,6 +239,9 @@ def test_cli_splits_its_options_and_refuses_random_teachers(embedded_tokenizer):
     own, overrides = split_args(["k=16", "data=synthetic", "logprob_dtype=float32", "lsp=0.5"])
     assert own["k"] == 16 and own["logprob_dtype"] == "float32"
     assert overrides == ["data=synthetic", "lsp=0.5"]
-    cfg = compose(["pair.teacher.bootstrap=false"])
+    cfg = compose(["pair.teacher.bootstrap=false", "pair.teacher.init=random"])
     with pytest.raises(CacheError, match="random-weight teacher"):
         teacher_path(cfg, embedded_tokenizer)
+    shipped = compose(["pair.teacher.bootstrap=false"])  # the tiny pair's reasoning teacher
+    folder, revision = teacher_path(shipped, embedded_tokenizer)
+    assert folder.endswith("tiny-teacher-reasoning") and revision is None

@@ -290,15 +290,13 @@ def _trace(p: Problem, rng: random.Random) -> tuple[str, str]:
     paras.append(" ".join(check))
 
     if rng.random() < 0.35:
-        chain = ", ".join(
-            f"{values[i]} {s.op} {s.k} = {values[i + 1]}" for i, s in enumerate(p.steps)
-        )
-        paras.append(rng.choice(_SECOND_CHECKS).format(chain=chain))
+        paras.append(rng.choice(_SECOND_CHECKS).format(chain=_chain(p)))
     paras.append(rng.choice(_CONCLUSIONS).format(name=name, y=y, items=p.items))
     cot = "\n\n".join(paras)
 
-    chain = ", ".join(f"{values[i]} {s.op} {s.k} = {values[i + 1]}" for i, s in enumerate(p.steps))
-    answer = f"{name} starts with {p.start} {p.items}: {chain}.\n\nThe answer is \\boxed{{{y}}}."
+    answer = (
+        f"{name} starts with {p.start} {p.items}: {_chain(p)}.\n\nThe answer is \\boxed{{{y}}}."
+    )
     return cot, answer
 
 
@@ -339,6 +337,44 @@ def generate_benchmark(n: int, seed: int) -> list[dict]:
             }
         )
     return out
+
+
+def _chain(p: Problem) -> str:
+    values = p.values
+    return ", ".join(f"{values[i]} {s.op} {s.k} = {values[i + 1]}" for i, s in enumerate(p.steps))
+
+
+def _drill(rng: random.Random) -> str:
+    """A line of arithmetic facts from the corpus's operations and value range."""
+    facts = []
+    for _ in range(rng.randint(4, 8)):
+        p = _sample_problem(rng)
+        i = rng.randrange(len(p.steps))
+        s, values = p.steps[i], p.values
+        facts.append(f"{values[i]} {s.op} {s.k} = {values[i + 1]}.")
+    return "Practice: " + " ".join(facts)
+
+
+def generate_base_documents(seed: int) -> Iterator[str]:
+    """The tiny pair's *pre*-training corpus, forever: plain text, no chat layout, no `<think>`.
+
+    Plays the part of the web text a base model has read: 65% worked solutions of training-side
+    problems (the problem, then a one-line chain of equations and `\\boxed{}`, which is also the form
+    of an answer section), 35% lines of arithmetic facts. It holds no long-CoT trace, no
+    self-reflection and no chat tokens, so a model pretrained on it knows the words, the copying and
+    the arithmetic, but not the reasoning format that distillation teaches.
+    """
+    rng = random.Random(f"kdlite-synthetic-base-{seed}")
+    problems = _problems(random.Random(f"kdlite-synthetic-base-problems-{seed}"), benchmark=False)
+    while True:
+        if rng.random() < 0.35:
+            yield _drill(rng)
+            continue
+        p = next(problems)
+        yield (
+            f"{_problem_text(p)}\nSolution: {p.person[0]} starts with {p.start} {p.items}: "
+            f"{_chain(p)}. The answer is \\boxed{{{p.answer}}}."
+        )
 
 
 _BOXED_RE = re.compile(r"\\boxed\{(-?\d+)\}")

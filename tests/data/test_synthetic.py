@@ -13,6 +13,7 @@ from kdlite.data.synthetic import (
     _problems,
     answer_position,
     boxed_answer,
+    generate_base_documents,
     generate_benchmark,
     generate_examples,
     is_benchmark_problem,
@@ -124,3 +125,26 @@ def test_answers_match_the_problem_wording():
         assert str(_solve(b["problem"])) == b["answer"], b
     for e in generate_examples(100, 0):
         assert _solve(e.prompt) == boxed_answer(e), e.prompt
+
+
+def test_base_documents_are_plain_solutions_and_facts_never_benchmark_problems():
+    docs = list(islice(generate_base_documents(0), 400))
+    assert docs == list(islice(generate_base_documents(0), 400))
+    assert docs != list(islice(generate_base_documents(1), 400))
+    solutions = [d for d in docs if "\nSolution: " in d]
+    drills = [d for d in docs if d.startswith("Practice: ")]
+    assert len(solutions) + len(drills) == len(docs) and 0.5 < len(solutions) / len(docs) < 0.8
+    for d in docs:  # no chat layout, no think block, no self-reflection: that is for distillation
+        assert "<|im_start|>" not in d and "<think>" not in d and not CUE_RE.search(d)
+        for a, op, k, b in EQ_RE.findall(d):
+            assert _apply_op(int(a), op, int(k)) == int(b), d
+    for d in solutions:
+        problem, solution = d.split("\nSolution: ")
+        eqs = EQ_RE.findall(solution)
+        key = f"{eqs[0][0]}|" + ",".join(f"{op}{k}" for _, op, k, _ in eqs)
+        assert not is_benchmark_problem(key), d
+        assert re.search(r"\\boxed\{(\d+)\}", solution)[1] == eqs[-1][3] == str(_solve(problem))
+
+
+def _apply_op(a: int, op: str, k: int) -> int:
+    return {"+": a + k, "-": a - k, "*": a * k, "/": a // k}[op]

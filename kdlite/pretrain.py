@@ -1,0 +1,277 @@
+"""Pre-training of the tiny pair's *base* models: what Qwen3-*-Base is to the study, in miniature.
+
+The study distils into pretrained base models, which already read, copy and do arithmetic, and
+whose teacher is a reasoning model post-trained from such a base. A random-init student trained for
+the demo's ~150 optimizer steps learns the trace layout but not to copy a number from the prompt
+(measured: the from-scratch teacher and students of the first demo solved 2-8% of the embedded
+benchmark, with the restatement of the problem already wrong). So the tiny shapes are first
+pre-trained here, once, on `generate_base_documents` (worked one-line solutions and arithmetic
+facts; no chat layout, no `<think>`, no self-reflection), and the weights ship in
+`kdlite/assets/<shape>-base/` (bf16, with `kdlite_base.json`: the recipe, the tokenizer fingerprint,
+the loss, the wall time and the direct-answer accuracy). `make tiny-models` rebuilds them.
+
+Documents are packed back to back into `seq_len` rows separated by `<|endoftext|>`, with attention
+crossing document boundaries, as usual for LM pre-training (unlike distillation, where
+`kdlite.data.packing` keeps examples apart): every token is trained, none is padding.
+
+    python -m kdlite.pretrain shape=tiny-student steps=1600   # -> kdlite/assets/tiny-student-base
+    python -m kdlite.pretrain shape=tiny-teacher steps=1500   # -> kdlite/assets/tiny-teacher-base
+    python -m kdlite.pretrain reasoning      # -> kdlite/assets/tiny-teacher-reasoning (from base)
+
+The teacher is then post-trained on the embedded long-CoT traces with the hard loss alone, as the
+study's teachers are reasoning models post-trained from their bases: that takes ~800 optimizer
+steps (14 min on 2 cores), more than the 15-minute demo can spend, so it ships as
+`tiny-teacher-reasoning` too; `pair.teacher.bootstrap=true` still trains one in line (cached).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import platform
+import re
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+
+log = logging.getLogger(__name__)
+
+RECIPE_FILE = "kdlite_base.json"
+
+
+@dataclass(frozen=True)
+class PretrainRecipe:
+    shape: str
+    steps: int
+    seq_len: int = 256
+    batch: int = 16  # rows per step: 4,096 tokens
+    lr: float = 3e-3
+    warmup_steps: int = 50
+    weight_decay: float = 0.1
+    seed: int = 0  # model init and the corpus stream
+
+
+def packed_rows(
+    documents: Iterator[str], tokenizer: Any, seq_len: int, batch: int
+) -> Iterator[torch.Tensor]:
+    """[batch, seq_len] token ids: documents back to back, each followed by `<|endoftext|>`."""
+    eos = tokenizer.convert_tokens_to_ids("<|endoftext|>")
+    need = seq_len * batch
+    buffer: list[int] = []
+    while True:
+        while len(buffer) < need:
+            buffer.extend(tokenizer(next(documents), add_special_tokens=False)["input_ids"])
+            buffer.append(eos)
+        rows, buffer = buffer[:need], buffer[need:]
+        yield torch.tensor(rows, dtype=torch.long).view(batch, seq_len)
+
+
+def lr_at(step: int, recipe: PretrainRecipe) -> float:
+    """Linear warmup, then cosine to zero at `recipe.steps`."""
+    if step < recipe.warmup_steps:
+        return recipe.lr * (step + 1) / recipe.warmup_steps
+    progress = (step - recipe.warmup_steps) / max(1, recipe.steps - recipe.warmup_steps)
+    return recipe.lr * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+_BOXED = re.compile(r"\\boxed\{(-?\d+)\}")
+
+
+@torch.no_grad()
+def direct_accuracy(model: Any, tokenizer: Any, n: int = 40, seed: int = 0) -> float:
+    """Greedy accuracy on `n` embedded-benchmark problems in the pre-training format
+    (problem, then "Solution:"): what the base can do before it ever sees a reasoning trace."""
+    from kdlite.data.synthetic import generate_benchmark
+
+    model.eval()
+    eos = tokenizer.convert_tokens_to_ids("<|endoftext|>")
+    correct = 0
+    for item in generate_benchmark(n, seed):
+        ids = tokenizer(item["problem"] + "\nSolution:", return_tensors="pt")["input_ids"]
+        out = model.generate(
+            ids, max_new_tokens=96, do_sample=False, eos_token_id=eos, pad_token_id=eos
+        )
+        m = _BOXED.search(tokenizer.decode(out[0, ids.shape[1] :]))
+        correct += bool(m and m.group(1) == item["answer"])
+    return correct / n
+
+
+def pretrain(
+    recipe: PretrainRecipe, out_dir: str | Path, log_every: int = 50, eval_problems: int = 40
+) -> dict[str, Any]:
+    """Train `recipe.shape` from random init on the base corpus; save it (bf16) to `out_dir`."""
+    import transformers
+
+    from kdlite.data.synthetic import generate_base_documents
+    from kdlite.data.tokenizer import embedded_tokenizer, tokenizer_fingerprint
+    from kdlite.models import random_model
+
+    tokenizer = embedded_tokenizer()
+    model = random_model(recipe.shape, vocab_size=len(tokenizer), seed=recipe.seed)
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    opt = torch.optim.AdamW(
+        [
+            {"params": decay, "weight_decay": recipe.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ],
+        lr=recipe.lr,
+        betas=(0.9, 0.95),
+    )
+    rows = packed_rows(
+        generate_base_documents(recipe.seed), tokenizer, recipe.seq_len, recipe.batch
+    )
+    model.train()
+    start, losses = time.perf_counter(), []
+    for step in range(recipe.steps):
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step, recipe)
+        ids = next(rows)
+        loss = model(input_ids=ids, labels=ids).loss
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"pretrain {recipe.shape}: loss {loss.item()} at step {step}")
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        losses.append(loss.item())
+        if log_every and (step + 1) % log_every == 0:
+            log.info(
+                "pretrain %s step %d/%d loss %.4f (%.0f s)",
+                recipe.shape,
+                step + 1,
+                recipe.steps,
+                sum(losses[-log_every:]) / len(losses[-log_every:]),
+                time.perf_counter() - start,
+            )
+    wall_s = time.perf_counter() - start
+    accuracy = direct_accuracy(model, tokenizer, n=eval_problems)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model.to(torch.bfloat16).save_pretrained(out)  # type: ignore[operator]  # HF method
+    tail = losses[-min(len(losses), 50) :]
+    record = {
+        "kind": f"{recipe.shape} base model (kdlite.pretrain)",
+        "recipe": asdict(recipe),
+        "tokenizer": tokenizer_fingerprint(tokenizer),
+        "tokens": recipe.steps * recipe.batch * recipe.seq_len,
+        "final_loss": sum(tail) / len(tail),
+        "direct_accuracy": accuracy,
+        "direct_accuracy_problems": eval_problems,
+        "wall_s": round(wall_s, 1),
+        "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
+    }
+    (out / RECIPE_FILE).write_text(json.dumps(record, indent=2) + "\n")
+    log.info(
+        "pretrain %s: %d steps in %.0f s, loss %.4f, direct accuracy %.1f%% -> %s",
+        recipe.shape,
+        recipe.steps,
+        wall_s,
+        record["final_loss"],
+        100 * accuracy,
+        out,
+    )
+    return record
+
+
+# The teacher's reasoning post-training: the hard loss alone on long-CoT traces (the `lam=0` path,
+# the same as `pair.teacher.bootstrap`), from the teacher's base. 800 steps: 4 epochs of 3,200
+# traces. Measured on 2 cores (2026-11-26): ~14 min; 150 steps (the demo's old in-line bootstrap)
+# left the teacher at 12% on the embedded benchmark, 800 steps reached 99%.
+REASONING_OVERRIDES = [
+    "lam=0",
+    "pair.student.shape=tiny-teacher",
+    "pair.student.init=base",
+    "pair.teacher.bootstrap=false",
+    "data.synthetic_size=3400",
+    "data.train_size=3200",
+    "data.val_size=200",
+    "optim.epochs=4",
+    "optim.lr=3e-3",
+    "batch.examples_per_step=16",
+    "batch.micro_examples=16",
+    "export=true",
+    "logger.wandb=false",
+    "trainer.progress_bar=false",
+]
+
+
+def reasoning_teacher(out_dir: str | Path, run_dir: str | Path) -> dict[str, Any]:
+    """Post-train the shipped teacher base on the embedded traces; keep its weights in `out_dir`."""
+    import shutil
+
+    from kdlite.config import compose_train
+    from kdlite.data.tokenizer import embedded_tokenizer, tokenizer_fingerprint
+    from kdlite.models import asset_fingerprint
+    from kdlite.training import train
+
+    overrides = [*REASONING_OVERRIDES, f"run_dir={run_dir}"]
+    start = time.perf_counter()
+    result = train(compose_train(overrides))
+    wall_s = time.perf_counter() - start
+    assert result.export_dir is not None
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    for name in ("config.json", "model.safetensors"):
+        shutil.copyfile(result.export_dir / name, out / name)
+    record = {
+        "kind": "tiny-teacher reasoning model: tiny-teacher-base + hard-loss training on traces",
+        "train_overrides": overrides[:-1],
+        "base_weights": asset_fingerprint("tiny-teacher", "base"),
+        "tokenizer": tokenizer_fingerprint(embedded_tokenizer()),
+        "steps": result.global_step,
+        "best_val_loss": result.best_val_loss,
+        "wall_s": round(wall_s, 1),
+        "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+    }
+    (out / RECIPE_FILE).write_text(json.dumps(record, indent=2) + "\n")
+    log.info("reasoning teacher: %d steps in %.0f s -> %s", result.global_step, wall_s, out)
+    return record
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m kdlite.pretrain shape=S steps=N out=DIR [seq_len= batch= lr= seed= ...]`, or
+    `python -m kdlite.pretrain reasoning [out=DIR]` for the teacher's post-training."""
+    import sys
+    import tempfile
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["reasoning"]:
+        from kdlite.models import ASSETS
+
+        outs = [a[4:] for a in argv[1:] if a.startswith("out=")]
+        out = outs[0] if outs else str(ASSETS / "tiny-teacher-reasoning")
+        with tempfile.TemporaryDirectory(prefix="kdlite-reasoning-") as tmp:
+            reasoning_teacher(out, Path(tmp) / "run")
+        return
+    fields = {name: kind for name, kind in PretrainRecipe.__annotations__.items()}
+    args: dict[str, str] = {}
+    for arg in argv:
+        key, sep, value = arg.partition("=")
+        if not sep or (key not in fields and key != "out"):
+            raise SystemExit(
+                f"bad argument {arg!r}; expected key=value with key in {sorted([*fields, 'out'])}"
+            )
+        args[key] = value
+    if "shape" not in args or "steps" not in args:
+        raise SystemExit("usage: python -m kdlite.pretrain shape=S steps=N [out=DIR] [...]")
+    from kdlite.models import ASSETS
+
+    out = args.pop("out", str(ASSETS / f"{args['shape']}-base"))
+    casts = {"str": str, "int": int, "float": float}
+    recipe = PretrainRecipe(**{k: casts[fields[k]](v) for k, v in args.items()})  # type: ignore[arg-type]
+    pretrain(recipe, out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,154 @@
+"""Base-model pre-training of the tiny shapes and the weights shipped in kdlite/assets."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+
+import pytest
+import torch
+
+from kdlite.config import ConfigError, validate
+from kdlite.models import ASSETS, ModelLoadError, ModelSpec, asset_dir, load_model
+from kdlite.pretrain import RECIPE_FILE, PretrainRecipe, lr_at, packed_rows, pretrain
+
+
+class _CharTok:
+    """ids = code points; `<|endoftext|>` is 0."""
+
+    def convert_tokens_to_ids(self, token: str) -> int:
+        assert token == "<|endoftext|>"
+        return 0
+
+    def __call__(self, text: str, add_special_tokens: bool = False) -> dict:
+        return {"input_ids": [ord(c) for c in text]}
+
+
+def test_packed_rows_are_documents_back_to_back_with_eos():
+    rows = packed_rows(iter(["ab", "cde", "f", "ghij", "k"]), _CharTok(), seq_len=4, batch=2)
+    first = next(rows)
+    a, b, c, d, e, f = (ord(x) for x in "abcdef")
+    assert first.tolist() == [[a, b, 0, c], [d, e, 0, f]]
+    g, h, i, j, k = (ord(x) for x in "ghijk")
+    # the carried-over eos after "f", then "ghij", eos, "k", eos: 8 ids fill the next 2 rows
+    assert next(rows).tolist() == [[0, g, h, i], [j, 0, k, 0]]
+
+
+def test_lr_warms_up_then_decays_to_zero():
+    r = PretrainRecipe(shape="tiny-student", steps=110, lr=1e-3, warmup_steps=10)
+    assert lr_at(0, r) == pytest.approx(1e-4)
+    assert lr_at(9, r) == pytest.approx(1e-3)
+    assert lr_at(10, r) == pytest.approx(1e-3)
+    assert lr_at(60, r) == pytest.approx(5e-4)
+    assert lr_at(110, r) == pytest.approx(0.0, abs=1e-12)
+    values = [lr_at(s, r) for s in range(10, 111)]
+    assert all(x >= y for x, y in itertools.pairwise(values))
+
+
+def test_pretrain_writes_a_loadable_bf16_model_with_its_recipe(tmp_path, embedded_tokenizer):
+    recipe = PretrainRecipe(shape="tiny-student", steps=4, seq_len=32, batch=2, warmup_steps=2)
+    record = pretrain(recipe, tmp_path / "base", log_every=2, eval_problems=2)
+    saved = json.loads((tmp_path / "base" / RECIPE_FILE).read_text())
+    assert saved["recipe"]["steps"] == 4 and saved["tokens"] == 4 * 2 * 32
+    assert saved == json.loads(json.dumps(record))
+    assert 0.0 < saved["final_loss"] < 10.0 and saved["direct_accuracy"] in (0.0, 0.5, 1.0)
+    config = json.loads((tmp_path / "base" / "config.json").read_text())
+    assert config["dtype"] == "bfloat16" and config["vocab_size"] == len(embedded_tokenizer)
+    lm = load_model(ModelSpec(name=str(tmp_path / "base")))
+    ids = torch.tensor([[1, 2, 3]])
+    assert torch.isfinite(lm(input_ids=ids).logits).all()
+
+
+@pytest.mark.parametrize("shape", ["tiny-teacher", "tiny-student"])
+def test_shipped_base_weights_load_and_match_the_embedded_tokenizer(shape, embedded_tokenizer):
+    from kdlite.data.tokenizer import tokenizer_fingerprint
+
+    record = json.loads((asset_dir(shape, "base") / RECIPE_FILE).read_text())
+    # A tokenizer change without `make tiny-models` would silently scramble every id.
+    assert record["tokenizer"] == tokenizer_fingerprint(embedded_tokenizer)
+    assert record["recipe"]["shape"] == shape
+    lm = load_model(ModelSpec(shape=shape, init="base"), vocab_size=len(embedded_tokenizer))
+    random = load_model(ModelSpec(shape=shape), vocab_size=len(embedded_tokenizer), seed=0)
+    assert lm.config.hidden_size == random.config.hidden_size
+    assert lm.config.num_hidden_layers == random.config.num_hidden_layers
+    assert not torch.equal(lm.model.embed_tokens.weight, random.model.embed_tokens.weight)
+
+
+def test_shipped_reasoning_teacher_was_trained_from_the_shipped_base(embedded_tokenizer):
+    from kdlite.data.tokenizer import tokenizer_fingerprint
+    from kdlite.models import asset_fingerprint
+    from kdlite.pretrain import REASONING_OVERRIDES
+
+    record = json.loads((asset_dir("tiny-teacher", "reasoning") / RECIPE_FILE).read_text())
+    # rebuilding the base without the reasoning stage (`make tiny-models` does both) is caught here
+    assert record["base_weights"] == asset_fingerprint("tiny-teacher", "base")
+    assert record["tokenizer"] == tokenizer_fingerprint(embedded_tokenizer)
+    assert record["train_overrides"] == REASONING_OVERRIDES
+    lm = load_model(
+        ModelSpec(shape="tiny-teacher", init="reasoning"), vocab_size=len(embedded_tokenizer)
+    )
+    assert lm.config.num_hidden_layers == 4
+
+
+def test_shipped_base_student_solves_problems_the_random_one_cannot(embedded_tokenizer):
+    """What pre-training is for: greedy answers in the pre-training format ("Solution:")."""
+    from kdlite.pretrain import direct_accuracy
+
+    base = load_model(ModelSpec(shape="tiny-student", init="base"))
+    assert direct_accuracy(base, embedded_tokenizer, n=20) >= 0.1
+    random = load_model(ModelSpec(shape="tiny-student"), vocab_size=len(embedded_tokenizer))
+    assert direct_accuracy(random, embedded_tokenizer, n=20) == 0.0
+
+
+def test_missing_shipped_weights_name_the_folder_and_the_fix(monkeypatch, tmp_path):
+    monkeypatch.setattr("kdlite.models.ASSETS", tmp_path)
+    with pytest.raises(ModelLoadError, match=r"tiny-student-base.*make tiny-models"):
+        load_model(ModelSpec(shape="tiny-student", init="base"))
+    with pytest.raises(ModelLoadError, match="unknown init 'tuned'"):
+        asset_dir("tiny-student", "tuned")
+
+
+def test_shipped_weights_refuse_another_vocabulary():
+    with pytest.raises(ModelLoadError, match="vocabulary rows.*embedded tokenizer"):
+        load_model(ModelSpec(shape="tiny-student", init="base"), vocab_size=1000)
+
+
+def test_init_is_validated_at_config_time():
+    from kdlite.config import compose_train
+
+    cfg = compose_train(["pair.student.init=tuned"])
+    with pytest.raises(ConfigError, match=r"pair.student.init=tuned: must be one of"):
+        validate(cfg)
+    cfg = compose_train(["pair=8b_4b", "pair.student.name=null", "pair.student.shape=4b"])
+    cfg.pair.student.init = "base"
+    with pytest.raises(ConfigError, match="tiny shapes only"):
+        validate(cfg)
+
+
+def test_assets_hold_only_the_expected_files():
+    """Package data stays small: config, bf16 safetensors and the recipe per shipped model."""
+    for folder in sorted(p for p in ASSETS.iterdir() if p.is_dir()):
+        names = {p.name for p in folder.iterdir()}
+        assert {"config.json", "model.safetensors", RECIPE_FILE} <= names, folder
+        assert (folder / "model.safetensors").stat().st_size < 4_000_000, folder
+        assert re.fullmatch(r"tiny-(teacher|student)-base|tiny-teacher-reasoning", folder.name)
+
+
+def test_export_of_the_pairs_teacher_is_the_shipped_model_with_a_tokenizer(tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from kdlite.export import export_initial_model, main
+
+    out = export_initial_model([], tmp_path / "teacher", role="teacher")
+    info = json.loads((out / "kdlite_export.json").read_text())
+    assert info["kind"] == "initial teacher" and info["init"] == "reasoning"
+    assert AutoTokenizer.from_pretrained(out).chat_template
+    got = AutoModelForCausalLM.from_pretrained(out, dtype=torch.bfloat16)
+    want = load_model(ModelSpec(shape="tiny-teacher", init="reasoning"), dtype=torch.bfloat16)
+    for (name, a), (_, b) in zip(got.state_dict().items(), want.state_dict().items(), strict=True):
+        assert torch.equal(a, b), name
+    with pytest.raises(ValueError, match="role='coach'"):
+        export_initial_model([], tmp_path / "x", role="coach")
+    with pytest.raises(SystemExit, match="usage"):
+        main(["role=teacher"])
