@@ -60,7 +60,7 @@ def full_row_datamodule(cfg: DictConfig, tokenizer: Any):
 
 def teacher_path(cfg: DictConfig, tokenizer: Any) -> tuple[str, str | None]:
     """(name or folder, revision) of the teacher; refuses random-weight teachers."""
-    from kdlite.training import bootstrap_teacher
+    from kdlite.training import bootstrap_teacher, model_spec
 
     t = cfg.pair.teacher
     if t.bootstrap:
@@ -69,10 +69,8 @@ def teacher_path(cfg: DictConfig, tokenizer: Any) -> tuple[str, str | None]:
         raise CacheError(
             f"pair.teacher.shape={t.shape} is a random-weight teacher: nothing stable to cache"
         )
-    if t.shape is not None:
-        from kdlite.models import asset_dir
-
-        return str(asset_dir(t.shape, t.init)), None
+    if (folder := model_spec(t).asset()) is not None:
+        return str(folder), None
     return str(t.name), t.revision
 
 

@@ -97,6 +97,12 @@ class ModelSpec:
     shape: str | None = None
     init: str = "random"
 
+    def asset(self) -> Path | None:
+        """The folder of the shipped weights this spec names, or None (random or `name`)."""
+        if self.shape is None or self.init == "random":
+            return None
+        return asset_dir(self.shape, self.init)
+
 
 # Weights shipped with the package for the tiny shapes (`kdlite.pretrain`, `make tiny-models`).
 ASSETS = Path(__file__).parent / "assets"
@@ -166,8 +172,8 @@ def load_model(
     seed: int | None = None,
 ) -> nn.Module:
     """Build the model a spec names. Random-init shapes take the tokenizer's vocab when given."""
-    if spec.shape is not None and spec.init != "random":
-        return _load_asset(spec.shape, spec.init, vocab_size, dtype, attn_implementation)
+    if (folder := spec.asset()) is not None:
+        return _load_asset(folder, vocab_size, dtype, attn_implementation)
     if spec.shape is not None:
         # Real shapes keep their padded 151,936-row vocabulary (the loss restricts logits to the
         # tokenizer); the tiny shapes are sized to the tokenizer.
@@ -205,11 +211,10 @@ def load_model(
 
 
 def _load_asset(
-    shape: str, init: str, vocab_size: int | None, dtype: torch.dtype, attn_implementation: str
+    folder: Path, vocab_size: int | None, dtype: torch.dtype, attn_implementation: str
 ) -> nn.Module:
     from transformers import AutoModelForCausalLM
 
-    folder = asset_dir(shape, init)
     model = AutoModelForCausalLM.from_pretrained(
         folder, dtype=dtype, attn_implementation=attn_implementation
     )

@@ -30,7 +30,6 @@ import json
 import logging
 import math
 import platform
-import re
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -80,14 +79,11 @@ def lr_at(step: int, recipe: PretrainRecipe) -> float:
     return recipe.lr * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
-_BOXED = re.compile(r"\\boxed\{(-?\d+)\}")
-
-
 @torch.no_grad()
 def direct_accuracy(model: Any, tokenizer: Any, n: int = 40, seed: int = 0) -> float:
     """Greedy accuracy on `n` embedded-benchmark problems in the pre-training format
     (problem, then "Solution:"): what the base can do before it ever sees a reasoning trace."""
-    from kdlite.data.synthetic import generate_benchmark
+    from kdlite.data.synthetic import BOXED_RE, generate_benchmark
 
     model.eval()
     eos = tokenizer.convert_tokens_to_ids("<|endoftext|>")
@@ -97,7 +93,7 @@ def direct_accuracy(model: Any, tokenizer: Any, n: int = 40, seed: int = 0) -> f
         out = model.generate(
             ids, max_new_tokens=96, do_sample=False, eos_token_id=eos, pad_token_id=eos
         )
-        m = _BOXED.search(tokenizer.decode(out[0, ids.shape[1] :]))
+        m = BOXED_RE.search(tokenizer.decode(out[0, ids.shape[1] :]))
         correct += bool(m and m.group(1) == item["answer"])
     return correct / n
 

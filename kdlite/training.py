@@ -111,11 +111,7 @@ def model_spec(m: Any) -> ModelSpec:
 
 def teacher_location(spec: ModelSpec) -> str:
     """What `evaluate.py model=...` loads for this teacher: a name, a folder, or a bare shape."""
-    from kdlite.models import asset_dir
-
-    if spec.shape is not None and spec.init != "random":
-        return str(asset_dir(spec.shape, spec.init))
-    return str(spec.name or spec.shape)
+    return str(spec.asset() or spec.name or spec.shape)
 
 
 def check_tokenizers(pair: Any, tokenizer: Any, teacher: ModelSpec | None) -> None:

@@ -339,9 +339,14 @@ def generate_benchmark(n: int, seed: int) -> list[dict]:
     return out
 
 
+def _equation(p: Problem, i: int) -> str:
+    """Step `i` of a problem as arithmetic: "12 + 4 = 16"."""
+    s, values = p.steps[i], p.values
+    return f"{values[i]} {s.op} {s.k} = {values[i + 1]}"
+
+
 def _chain(p: Problem) -> str:
-    values = p.values
-    return ", ".join(f"{values[i]} {s.op} {s.k} = {values[i + 1]}" for i, s in enumerate(p.steps))
+    return ", ".join(_equation(p, i) for i in range(len(p.steps)))
 
 
 def _drill(rng: random.Random) -> str:
@@ -349,9 +354,7 @@ def _drill(rng: random.Random) -> str:
     facts = []
     for _ in range(rng.randint(4, 8)):
         p = _sample_problem(rng)
-        i = rng.randrange(len(p.steps))
-        s, values = p.steps[i], p.values
-        facts.append(f"{values[i]} {s.op} {s.k} = {values[i + 1]}.")
+        facts.append(_equation(p, rng.randrange(len(p.steps))) + ".")
     return "Practice: " + " ".join(facts)
 
 
@@ -377,12 +380,12 @@ def generate_base_documents(seed: int) -> Iterator[str]:
         )
 
 
-_BOXED_RE = re.compile(r"\\boxed\{(-?\d+)\}")
+BOXED_RE = re.compile(r"\\boxed\{(-?\d+)\}")  # an integer answer in `\\boxed{}`
 
 
 def boxed_answer(example: Example) -> int:
     """The integer in the answer section's `\\boxed{}`."""
-    m = _BOXED_RE.search(example.answer)
+    m = BOXED_RE.search(example.answer)
     if m is None:
         raise ValueError(f"{example.source_id}: no \\boxed{{}} integer in the answer")
     return int(m.group(1))
