@@ -5,17 +5,18 @@ whose teacher is a reasoning model post-trained from such a base. A random-init 
 the demo's ~150 optimizer steps learns the trace layout but not to copy a number from the prompt
 (measured: the from-scratch teacher and students of the first demo solved 2-8% of the embedded
 benchmark, with the restatement of the problem already wrong). So the tiny shapes are first
-pre-trained here, once, on `generate_base_documents` (worked one-line solutions and arithmetic
-facts; no chat layout, no `<think>`, no self-reflection), and the weights ship in
-`kdlite/assets/<shape>-base/` (bf16, with `kdlite_base.json`: the recipe, the tokenizer fingerprint,
-the loss, the wall time and the direct-answer accuracy). `make tiny-models` rebuilds them.
+pre-trained here, once, on `generate_base_documents` (worked solutions, one-line or one step per
+sentence, and arithmetic facts; no chat layout, no `<think>`, no self-reflection), and the weights
+ship in `kdlite/assets/<shape>-base/` (bf16, with `kdlite_base.json`: the recipe, the tokenizer
+fingerprint, the loss, the wall time and the direct-answer accuracy). `make tiny-models` rebuilds
+them.
 
 Documents are packed back to back into `seq_len` rows separated by `<|endoftext|>`, with attention
 crossing document boundaries, as usual for LM pre-training (unlike distillation, where
 `kdlite.data.packing` keeps examples apart): every token is trained, none is padding.
 
     python -m kdlite.pretrain shape=tiny-student steps=1600   # -> kdlite/assets/tiny-student-base
-    python -m kdlite.pretrain shape=tiny-teacher steps=1500   # -> kdlite/assets/tiny-teacher-base
+    python -m kdlite.pretrain shape=tiny-teacher steps=1500 stepwise_share=0   # -> ...-base
     python -m kdlite.pretrain reasoning      # -> kdlite/assets/tiny-teacher-reasoning (from base)
 
 The teacher is then post-trained on the embedded long-CoT traces with the hard loss alone, as the
@@ -54,6 +55,9 @@ class PretrainRecipe:
     warmup_steps: int = 50
     weight_decay: float = 0.1
     seed: int = 0  # model init and the corpus stream
+    # share of worked solutions written one step per sentence (generate_base_documents); the
+    # shipped tiny-teacher-base was pretrained before those existed, with 0
+    stepwise_share: float = 0.5
 
 
 def packed_rows(
@@ -91,7 +95,7 @@ def direct_accuracy(model: Any, tokenizer: Any, n: int = 40, seed: int = 0) -> f
     for item in generate_benchmark(n, seed):
         ids = tokenizer(item["problem"] + "\nSolution:", return_tensors="pt")["input_ids"]
         out = model.generate(
-            ids, max_new_tokens=96, do_sample=False, eos_token_id=eos, pad_token_id=eos
+            ids, max_new_tokens=160, do_sample=False, eos_token_id=eos, pad_token_id=eos
         )
         m = BOXED_RE.search(tokenizer.decode(out[0, ids.shape[1] :]))
         correct += bool(m and m.group(1) == item["answer"])
@@ -121,7 +125,10 @@ def pretrain(
         betas=(0.9, 0.95),
     )
     rows = packed_rows(
-        generate_base_documents(recipe.seed), tokenizer, recipe.seq_len, recipe.batch
+        generate_base_documents(recipe.seed, recipe.stepwise_share),
+        tokenizer,
+        recipe.seq_len,
+        recipe.batch,
     )
     model.train()
     start, losses = time.perf_counter(), []
@@ -234,6 +241,30 @@ def reasoning_teacher(out_dir: str | Path, run_dir: str | Path) -> dict[str, Any
     return record
 
 
+def parse_recipe(argv: list[str]) -> tuple[PretrainRecipe, str]:
+    """`shape=S steps=N [out=DIR] [field=value ...]` -> (recipe, output folder)."""
+    from kdlite.models import ASSETS
+
+    fields = dict(PretrainRecipe.__annotations__)
+    args: dict[str, str] = {}
+    for arg in argv:
+        key, sep, value = arg.partition("=")
+        if not sep or (key not in fields and key != "out"):
+            raise SystemExit(
+                f"bad argument {arg!r}; expected key=value with key in {sorted([*fields, 'out'])}"
+            )
+        args[key] = value
+    if "shape" not in args or "steps" not in args:
+        raise SystemExit("usage: python -m kdlite.pretrain shape=S steps=N [out=DIR] [...]")
+    out = args.pop("out", str(ASSETS / f"{args['shape']}-base"))
+    casts = {"str": str, "int": int, "float": float}
+    try:
+        values = {k: casts[fields[k]](v) for k, v in args.items()}
+    except ValueError as e:
+        raise SystemExit(f"bad value in {argv}: {e}") from None
+    return PretrainRecipe(**values), out  # type: ignore[arg-type]
+
+
 def main(argv: list[str] | None = None) -> None:
     """`python -m kdlite.pretrain shape=S steps=N out=DIR [seq_len= batch= lr= seed= ...]`, or
     `python -m kdlite.pretrain reasoning [out=DIR]` for the teacher's post-training."""
@@ -250,22 +281,7 @@ def main(argv: list[str] | None = None) -> None:
         with tempfile.TemporaryDirectory(prefix="kdlite-reasoning-") as tmp:
             reasoning_teacher(out, Path(tmp) / "run")
         return
-    fields = {name: kind for name, kind in PretrainRecipe.__annotations__.items()}
-    args: dict[str, str] = {}
-    for arg in argv:
-        key, sep, value = arg.partition("=")
-        if not sep or (key not in fields and key != "out"):
-            raise SystemExit(
-                f"bad argument {arg!r}; expected key=value with key in {sorted([*fields, 'out'])}"
-            )
-        args[key] = value
-    if "shape" not in args or "steps" not in args:
-        raise SystemExit("usage: python -m kdlite.pretrain shape=S steps=N [out=DIR] [...]")
-    from kdlite.models import ASSETS
-
-    out = args.pop("out", str(ASSETS / f"{args['shape']}-base"))
-    casts = {"str": str, "int": int, "float": float}
-    recipe = PretrainRecipe(**{k: casts[fields[k]](v) for k, v in args.items()})  # type: ignore[arg-type]
+    recipe, out = parse_recipe(argv)
     pretrain(recipe, out)
 
 

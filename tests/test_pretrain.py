@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -73,6 +74,22 @@ def test_shipped_base_weights_load_and_match_the_embedded_tokenizer(shape, embed
     assert lm.config.hidden_size == random.config.hidden_size
     assert lm.config.num_hidden_layers == random.config.num_hidden_layers
     assert not torch.equal(lm.model.embed_tokens.weight, random.model.embed_tokens.weight)
+
+
+def test_make_tiny_models_rebuilds_the_shipped_recipes():
+    """Each `kdlite.pretrain shape=...` line of the Makefile's tiny-models target is the recipe
+    recorded next to the shipped weights (e.g. the teacher's stepwise_share=0)."""
+    from dataclasses import asdict
+
+    from kdlite.pretrain import parse_recipe
+
+    makefile = (Path(__file__).parents[1] / "Makefile").read_text()
+    lines = re.findall(r"-m kdlite\.pretrain (shape=.*)", makefile)
+    assert len(lines) == 2
+    for line in lines:
+        recipe, _ = parse_recipe(line.split())
+        record = json.loads((asset_dir(recipe.shape, "base") / RECIPE_FILE).read_text())
+        assert record["recipe"] == asdict(recipe), line
 
 
 def test_shipped_reasoning_teacher_was_trained_from_the_shipped_base(embedded_tokenizer):
@@ -152,3 +169,17 @@ def test_export_of_the_pairs_teacher_is_the_shipped_model_with_a_tokenizer(tmp_p
         export_initial_model([], tmp_path / "x", role="coach")
     with pytest.raises(SystemExit, match="usage"):
         main(["role=teacher"])
+
+
+def test_pretrain_arguments_are_parsed_and_checked():
+    from kdlite.pretrain import parse_recipe
+
+    recipe, out = parse_recipe(["shape=tiny-student", "steps=8", "stepwise_share=0", "out=/x"])
+    assert (recipe.steps, recipe.stepwise_share, out) == (8, 0.0, "/x")
+    assert parse_recipe(["shape=tiny-student", "steps=8"])[1].endswith("tiny-student-base")
+    with pytest.raises(SystemExit, match="bad argument 'shares=1'"):
+        parse_recipe(["shape=tiny-student", "steps=8", "shares=1"])
+    with pytest.raises(SystemExit, match="bad value"):
+        parse_recipe(["shape=tiny-student", "steps=eight"])
+    with pytest.raises(SystemExit, match="usage"):
+        parse_recipe(["steps=8"])

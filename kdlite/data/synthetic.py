@@ -358,26 +358,45 @@ def _drill(rng: random.Random) -> str:
     return "Practice: " + " ".join(facts)
 
 
-def generate_base_documents(seed: int) -> Iterator[str]:
+def _worked_solution(p: Problem, stepwise: bool) -> str:
+    """A problem with its worked solution, as a textbook or an answer site would print it."""
+    name, y = p.person[0], p.answer
+    head = f"{_problem_text(p)}\nSolution: "
+    if not stepwise:
+        return f"{head}{name} starts with {p.start} {p.items}: {_chain(p)}. The answer is \\boxed{{{y}}}."
+    steps = " ".join(_forward(s, p.values[i], p.values[i + 1]) for i, s in enumerate(p.steps))
+    return (
+        f"{head}Step by step. {name} starts with {p.start} {p.items}. {steps} "
+        f"So {name} has {y} {p.items} at the end. The answer is \\boxed{{{y}}}."
+    )
+
+
+def generate_base_documents(seed: int, stepwise_share: float = 0.5) -> Iterator[str]:
     """The tiny pair's *pre*-training corpus, forever: plain text, no chat layout, no `<think>`.
 
     Plays the part of the web text a base model has read: 65% worked solutions of training-side
-    problems (the problem, then a one-line chain of equations and `\\boxed{}`, which is also the form
-    of an answer section), 35% lines of arithmetic facts. It holds no long-CoT trace, no
-    self-reflection and no chat tokens, so a model pretrained on it knows the words, the copying and
-    the arithmetic, but not the reasoning format that distillation teaches.
+    problems, 35% lines of arithmetic facts. A solution is the problem, "Solution:", then either a
+    one-line chain of equations (the form of an answer section) or, for `stepwise_share` of them,
+    the same derivation one sentence per step in the words a trace's first pass uses; both end in
+    `\\boxed{}`. Real base models have read step-by-step solutions that end in a stated answer; a base
+    that knows only the one-line form has never seen most of a trace's words (its first loss on a
+    trace is above a uniform guess's) and has no habit of closing a derivation with an answer. The
+    corpus holds no long-CoT trace, no self-reflection, no re-check and no chat tokens, so a model
+    pretrained on it can read, copy, compute and state an answer, but not the reasoning format that
+    distillation teaches.
     """
+    if not 0.0 <= stepwise_share <= 1.0:
+        raise ValueError(f"stepwise_share must be in [0, 1], got {stepwise_share}")
     rng = random.Random(f"kdlite-synthetic-base-{seed}")
     problems = _problems(random.Random(f"kdlite-synthetic-base-problems-{seed}"), benchmark=False)
     while True:
         if rng.random() < 0.35:
             yield _drill(rng)
             continue
-        p = next(problems)
-        yield (
-            f"{_problem_text(p)}\nSolution: {p.person[0]} starts with {p.start} {p.items}: "
-            f"{_chain(p)}. The answer is \\boxed{{{p.answer}}}."
-        )
+        # no draw at share 0: that stream is the first corpus's, document for document (it made
+        # the shipped tiny-teacher-base)
+        stepwise = stepwise_share > 0 and rng.random() < stepwise_share
+        yield _worked_solution(next(problems), stepwise)
 
 
 BOXED_RE = re.compile(r"\\boxed\{(-?\d+)\}")  # an integer answer in `\\boxed{}`

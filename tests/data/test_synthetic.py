@@ -8,6 +8,8 @@ import re
 import statistics
 from itertools import islice
 
+import pytest
+
 from kdlite.data.synthetic import (
     CUE_RE,
     _problems,
@@ -138,12 +140,35 @@ def test_base_documents_are_plain_solutions_and_facts_never_benchmark_problems()
         assert "<|im_start|>" not in d and "<think>" not in d and not CUE_RE.search(d)
         for a, op, k, b in EQ_RE.findall(d):
             assert _apply_op(int(a), op, int(k)) == int(b), d
+    stepwise = [d for d in solutions if "\nSolution: Step by step. " in d]
+    assert 0.35 < len(stepwise) / len(solutions) < 0.65  # stepwise_share=0.5
     for d in solutions:
         problem, solution = d.split("\nSolution: ")
         eqs = EQ_RE.findall(solution)
         key = f"{eqs[0][0]}|" + ",".join(f"{op}{k}" for _, op, k, _ in eqs)
         assert not is_benchmark_problem(key), d
         assert re.search(r"\\boxed\{(\d+)\}", solution)[1] == eqs[-1][3] == str(_solve(problem))
+
+
+def test_base_documents_without_stepwise_solutions_are_the_first_corpus():
+    """share 0 reproduces the stream the shipped tiny-teacher-base was pretrained on; the share only
+    changes how a solution is written, not which problems and drills come."""
+    plain = list(islice(generate_base_documents(0, stepwise_share=0.0), 300))
+    assert not any("Step by step." in d for d in plain)
+    assert plain[:3] == [
+        "Practice: 9 - 7 = 2. 12 + 4 = 16. 5 - 4 = 1. 8 * 3 = 24. 3 - 1 = 2. 1 + 8 = 9.",
+        "Ines has 3 toy cars. She trades away 1 of them. Then she sells 1 of them. How many toy "
+        "cars does Ines have now?\nSolution: Ines starts with 3 toy cars: 3 - 1 = 2, 2 - 1 = 1. "
+        "The answer is \\boxed{1}.",
+        "Ava has 7 cards. She buys 12 more cards. Then she finds 8 more cards. How many cards does "
+        "Ava have now?\nSolution: Ava starts with 7 cards: 7 + 12 = 19, 19 + 8 = 27. The answer is "
+        "\\boxed{27}.",
+    ]
+    always = list(islice(generate_base_documents(0, stepwise_share=1.0), 300))
+    solutions = [d for d in always if not d.startswith("Practice: ")]
+    assert solutions and all("\nSolution: Step by step. " in d for d in solutions)
+    with pytest.raises(ValueError, match="stepwise_share"):
+        next(generate_base_documents(0, stepwise_share=1.5))
 
 
 def _apply_op(a: int, op: str, k: int) -> int:
