@@ -145,15 +145,8 @@ def find_derivation(
         return None, "no_boxed_answer"
     if not example.cot:
         return None, "empty_cot"
-    prompt_squashed = _squash(example.prompt)
-    pattern = value_pattern(value)
-    seen = False
-    for m in pattern.finditer(example.cot):
-        seen = True
-        if not _RESULT_CUE.search(example.cot[max(0, m.start() - 40) : m.start()]):
-            continue
-        if _is_restatement(example.cot, m.start(), m.end(), prompt_squashed):
-            continue
+    m, seen = _first_result(example.cot, value, _squash(example.prompt))
+    if m is not None:
         head = example.cot[: m.end()]
         n_p, n_head, n_cot = count(example.prompt), count(head), count(example.cot)
         total = n_p + n_cot + count(example.answer)
@@ -169,3 +162,36 @@ def find_derivation(
             "found",
         )
     return None, "no_cued_occurrence" if seen else "answer_not_in_cot"
+
+
+def _first_result(text: str, value: str, prompt_squashed: str) -> tuple[re.Match | None, bool]:
+    """The first occurrence of `value` in `text` that passes rules 3 and 4 (a cued result, not a
+    quote of the prompt), and whether the value occurs at all."""
+    seen = False
+    for m in value_pattern(value).finditer(text):
+        seen = True
+        if not _RESULT_CUE.search(text[max(0, m.start() - 40) : m.start()]):
+            continue
+        if _is_restatement(text, m.start(), m.end(), prompt_squashed):
+            continue
+        return m, True
+    return None, seen
+
+
+def derived_before_reflection(text: str, gold: str, prompt: str = "") -> bool:
+    """Whether a generated output derives `gold` before its first self-reflection cue (the whole
+    output when it has none), by the rules above: a cued result, not a quote of the prompt.
+
+    An evaluation diagnostic, next to accuracy, for the study's claim that the lead of a trace
+    carries the reasoning: a student trained on left crops may derive the answer in its first pass,
+    then reflect without ever closing the think block, so the graded final answer is missing. It
+    is lenient in one way, any cued occurrence before the cue counts, also inside a derivation that
+    goes on to a different answer.
+    """
+    value = normalize(gold)
+    if not value:
+        return False
+    cue = _REFLECTION.search(text)
+    head = text if cue is None else text[: cue.start()]
+    m, _ = _first_result(head, value, _squash(prompt))
+    return m is not None

@@ -397,6 +397,31 @@ def table_validation(sweep: Sweep) -> str:
     return markdown_table(header, rows)
 
 
+def table_derived(sweep: Sweep) -> str:
+    """Accuracy next to the share of outputs that derive the right answer before their first
+    self-reflection cue, and the share cut at the token limit (results.json of evaluate.py)."""
+    rows: list[list[Any]] = []
+    for run in sorted(sweep.runs, key=lambda r: (r.is_baseline, str(r.get("supervise")), r.crop,
+                                                   -r.lsp, r.name)):  # fmt: skip
+        for bench in sorted(run.results):
+            res = run.results[bench]
+            derived = res.get("derived_before_reflection")
+            if derived is None:
+                continue
+            trunc = (res.get("generation") or {}).get("truncated_share")
+            if run.is_baseline:
+                where: list[Any] = ["baseline", "", "", ""]
+            else:
+                where = [run.get("supervise"), run.lsp, run.crop, run.get("lam")]
+            rows.append([run.name, *where, bench, _pct(run.accuracy(bench)),
+                         _pct(float(derived)), _pct(trunc)])  # fmt: skip
+    if not rows:
+        return "_(no evaluation results with this diagnostic; evaluate.py writes it)_\n"
+    header = ["run", "supervise", "lsp", "crop", "lam", "bench", "acc %",
+              "derived before reflecting %", "truncated %"]  # fmt: skip
+    return markdown_table(header, rows)
+
+
 def table_baselines(sweep: Sweep) -> str:
     rows = [
         [b.name, b.model or "", bench, _pct(b.accuracy(bench)), _pct(_ci_half(b, bench))]
@@ -655,6 +680,14 @@ def write_report(
         "## lambda ablation (Table 12)\n",
         f"![lambda]({FIGURES['lam']})\n",
         table_lambda(sweep),
+        "## Answer derived before reflecting (diagnostic)\n",
+        "Accuracy grades the final answer. This column counts the outputs that derive the right "
+        "answer (a result such as `= 42`, not a quote of the problem) before their first "
+        "self-reflection cue (PAPER.md's keywords), whatever comes after: the study's claim is that "
+        "a trace's lead carries the reasoning, and a student trained on left crops may derive the "
+        "answer, then reflect without ever closing its think block (see truncated). Lenient: any "
+        "such result counts, also an intermediate value equal to the answer.\n",
+        table_derived(sweep),
         "## Training-loss gap (Tables 7–11)\n",
         "(L_partial(t) − L_ref(t)) / L_ref(t) on shared logged steps of `train/soft` and `train/hard`: "
         "mean over steps (avg) and at the last shared step. Reference: the lsp 1.0 run for a left "

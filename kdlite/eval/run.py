@@ -19,6 +19,7 @@ from dataclasses import asdict
 
 from omegaconf import DictConfig, ListConfig
 
+from kdlite.analysis.answer import derived_before_reflection
 from kdlite.eval.benchmarks import EvalError, Problem, load_problems, user_prompt
 from kdlite.eval.config import BACKENDS, PROMPTS, SOURCES
 from kdlite.eval.generate import (
@@ -254,6 +255,14 @@ def build_results(
 ) -> dict:
     s_full, s_strict = summarize(full), summarize(strict)
     finish = Counter(r["finish_reason"] for r in recs)
+    text = {(r["id"], int(r["sample"])): r["text"] for r in recs}
+    derived = [
+        [
+            int(derived_before_reflection(text[(p.id, i)], p.answer, p.problem))
+            for i in range(len(row))
+        ]
+        for p, row in zip(problems, full, strict=True)
+    ]
     return {
         "model": ref.spec,
         "model_path": ref.path,
@@ -277,6 +286,10 @@ def build_results(
         ],
         "correct": full,
         "correct_strict": strict,
+        # diagnostic, not a score: the gold derived before the first self-reflection cue
+        # (kdlite.analysis.answer.derived_before_reflection)
+        "derived_before_reflection": summarize(derived)["avg_at_n"],
+        "correct_derived_before_reflection": derived,
         "generation": {
             "finish_reasons": dict(finish),
             "truncated_share": finish["length"] / max(1, len(recs)),
@@ -290,7 +303,8 @@ def build_results(
 
 
 def format_table(results: list[dict]) -> str:
-    head = f"{'model':<32} {'bench':<10} {'P':>4} {'n':>4} {'avg@n':>7} {'±se':>6} {'strict':>7} {'pass@max':>9} {'trunc':>6} {'fail':>5}"
+    """One line per (model, bench); `derived` is the diagnostic derived_before_reflection."""
+    head = f"{'model':<32} {'bench':<10} {'P':>4} {'n':>4} {'avg@n':>7} {'±se':>6} {'strict':>7} {'pass@max':>9} {'derived':>8} {'trunc':>6} {'fail':>5}"
     lines = [head, "-" * len(head)]
     for r in results:
         kmax = max(r["pass_at_k"], key=int)
@@ -298,6 +312,7 @@ def format_table(results: list[dict]) -> str:
         lines.append(
             f"{r['model'][-32:]:<32} {r['bench']:<10} {r['n_problems']:>4} {r['n_samples']:>4} "
             f"{r['avg_at_n']:>7.3f} {r['stderr']:>6.3f} {r['avg_at_n_strict']:>7.3f} "
-            f"{r['pass_at_k'][kmax]:>9.3f} {r['generation']['truncated_share']:>6.1%} {fails:>5}"
+            f"{r['pass_at_k'][kmax]:>9.3f} {r['derived_before_reflection']:>8.3f} "
+            f"{r['generation']['truncated_share']:>6.1%} {fails:>5}"
         )
     return "\n".join(lines)

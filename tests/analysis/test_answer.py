@@ -3,6 +3,7 @@ import pytest
 from kdlite.analysis.answer import (
     boxed_contents,
     count_reflections,
+    derived_before_reflection,
     final_answer,
     find_derivation,
     normalize,
@@ -81,3 +82,20 @@ def test_reflection_keywords():
     text = "Wait. Let me double-check again, rechecking; I reconsidered. Waiting is not a cue."
     assert count_reflections(text) == 4  # Wait, double-check, rechecking, reconsidered
     assert count_reflections("let me go over  the steps and re-evaluate") == 2
+
+
+def test_derived_before_reflection_reads_only_the_first_pass():
+    prompt = "Mia has 14 coins. She gives away 10 of them. How many coins does Mia have now?"
+    first = "Mia starts with 14 coins. Giving away 10 leaves 14 - 10 = 4. So Mia has 4 coins."
+    assert derived_before_reflection(first + " Wait, let me check again: 4 + 10 = 14.", "4", prompt)
+    # derived only after the cue: the first pass got 5
+    late = "Giving away 10 leaves 14 - 10 = 5. Wait, let me recheck: 14 - 10 = 4."
+    assert not derived_before_reflection(late, "4", prompt)
+    # a quote of the prompt is not a derivation, and uncued numbers do not count
+    assert not derived_before_reflection("A box is 4 coins wide.", "4", "A box is 4 coins wide.")
+    assert derived_before_reflection("A box is 4 coins wide.", "4", "A box holds coins.")
+    assert not derived_before_reflection("Mia keeps 4 coins in the end", "4", prompt)
+    # no cue at all: the whole output is read; a boxed guess counts as derived
+    assert derived_before_reflection("So \\boxed{4}.", "4", prompt)
+    assert derived_before_reflection("the total is 1,000", "1000")
+    assert not derived_before_reflection("= 14", "", prompt)

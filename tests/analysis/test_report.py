@@ -52,6 +52,15 @@ def test_report_writes_every_table_and_figure(report):
     assert "| 2.5000 |" in text
 
 
+def test_derived_before_reflection_is_shown_next_to_accuracy(report):
+    _, _, text = report
+    section = _section(text, "## Answer derived before reflecting")
+    row = _row(section, "lsp=0.5", "aime24")
+    # fixture: 25 of 48 correct, derived = (25 + 6) / 48, truncated 12.5%
+    assert f"| {100 * 25 / 48:.2f} | {100 * 31 / 48:.2f} | 12.50 |" in row
+    assert _row(section, "eval/qwen3-4b-base", "aime25").count("| baseline |") == 1
+
+
 def test_missing_and_partial_runs_are_listed(report):
     _, _, text = report
     missing = _section(text, "## Missing or partial")

@@ -31,6 +31,7 @@ CONTRACT = {
     "per_problem",
     "correct",
     "correct_strict",
+    "derived_before_reflection",
     "protocol",
     "versions",
 }
@@ -149,6 +150,9 @@ def test_grader_crash_is_scored_wrong_and_counted(compose_eval, run_dir, monkeyp
     assert res["correct_strict"] == [[1, 0], [0, 0], [1, 0]]
     assert res["grading"]["error"] == 2 and res["grading"]["ok"] == 4
     assert res["avg_at_n"] == pytest.approx(0.5) and res["avg_at_n_strict"] == pytest.approx(1 / 3)
+    # the diagnostic matches text, not math: 0.5 is not the gold's \frac{1}{2} for it
+    assert res["correct_derived_before_reflection"] == [[1, 0], [1, 0], [0, 0]]
+    assert res["derived_before_reflection"] == pytest.approx(1 / 3)
 
 
 def test_bad_input_fails_before_generation(compose_eval, run_dir, monkeypatch):
