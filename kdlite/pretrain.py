@@ -60,6 +60,18 @@ class PretrainRecipe:
     stepwise_share: float = 0.5
 
 
+def save_record(out: Path, record: dict[str, Any]) -> dict[str, Any]:
+    """Write `record` as `<out>/kdlite_base.json`, stamped with the machine and the UTC time;
+    returns what was written."""
+    record = {
+        **record,
+        "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+    }
+    (out / RECIPE_FILE).write_text(json.dumps(record, indent=2) + "\n")
+    return record
+
+
 def packed_rows(
     documents: Iterator[str], tokenizer: Any, seq_len: int, batch: int
 ) -> Iterator[torch.Tensor]:
@@ -168,11 +180,9 @@ def pretrain(
         "direct_accuracy": accuracy,
         "direct_accuracy_problems": eval_problems,
         "wall_s": round(wall_s, 1),
-        "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
-        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
     }
-    (out / RECIPE_FILE).write_text(json.dumps(record, indent=2) + "\n")
+    record = save_record(out, record)
     log.info(
         "pretrain %s: %d steps in %.0f s, loss %.4f, direct accuracy %.1f%% -> %s",
         recipe.shape,
@@ -233,10 +243,8 @@ def reasoning_teacher(out_dir: str | Path, run_dir: str | Path) -> dict[str, Any
         "steps": result.global_step,
         "best_val_loss": result.best_val_loss,
         "wall_s": round(wall_s, 1),
-        "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
-        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
     }
-    (out / RECIPE_FILE).write_text(json.dumps(record, indent=2) + "\n")
+    record = save_record(out, record)
     log.info("reasoning teacher: %d steps in %.0f s -> %s", result.global_step, wall_s, out)
     return record
 
