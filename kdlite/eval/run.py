@@ -227,9 +227,7 @@ def evaluate_model(
             statuses[kind] += 1
             if kind != "ok" and len(errors) < 5:
                 errors.append(f"{problems[name][row].id}#{i}: {status}")
-        res = build_results(
-            ref, name, problems[name], full, strict, list(records[name].values()), protocols[name]
-        )
+        res = build_results(ref, name, problems[name], full, strict, records[name], protocols[name])
         res["grading"] = {
             "ok": statuses["ok"],
             "error": statuses["error"],
@@ -250,26 +248,26 @@ def build_results(
     problems: list[Problem],
     full,
     strict,
-    recs: list[dict],
+    records: dict[tuple[str, int], dict],
     protocol: dict,
 ) -> dict:
+    """results.json of one (model, bench); `records` are the generations by (problem id, sample)."""
     s_full, s_strict = summarize(full), summarize(strict)
+    recs = list(records.values())
     finish = Counter(r["finish_reason"] for r in recs)
-    text = {(r["id"], int(r["sample"])): r["text"] for r in recs}
+    n = len(full[0])
     derived = [
-        [
-            int(derived_before_reflection(text[(p.id, i)], p.answer, p.problem))
-            for i in range(len(row))
-        ]
-        for p, row in zip(problems, full, strict=True)
-    ]
+        [int(derived_before_reflection(records[(p.id, i)]["text"], p.answer, p.problem))
+         for i in range(n)]
+        for p in problems
+    ]  # fmt: skip
     return {
         "model": ref.spec,
         "model_path": ref.path,
         "model_kind": ref.kind,
         "bench": bench,
         "n_problems": len(problems),
-        "n_samples": len(full[0]),
+        "n_samples": n,
         **s_full,
         "avg_at_n_strict": s_strict["avg_at_n"],
         "stderr_strict": s_strict["stderr"],
