@@ -248,6 +248,17 @@ def _backward(s: Step, x: int, y: int) -> str:
     return f"Before splitting into {s.k} bags, there were {y} * {s.k} = {x}."
 
 
+def _first_pass(p: Problem, result: int) -> str:
+    """The forward derivation, one sentence per step, ending in `result` (the last step's value;
+    a trace's first pass may get it wrong)."""
+    name, values, n = p.person[0], p.values, len(p.steps)
+    sents = [f"{name} starts with {p.start} {p.items}."]
+    for i, s in enumerate(p.steps):
+        sents.append(_forward(s, values[i], result if i == n - 1 else values[i + 1]))
+    sents.append(f"So {name} has {result} {p.items} at the end.")
+    return " ".join(sents)
+
+
 def _trace(p: Problem, rng: random.Random) -> tuple[str, str]:
     """(cot, answer) for a problem."""
     name, _, _ = p.person
@@ -269,11 +280,7 @@ def _trace(p: Problem, rng: random.Random) -> tuple[str, str]:
         restate += " " + rng.choice(_PLANS).format(n=n, a=p.start)
     paras.append(restate)
 
-    first = [f"First, {name} starts with {p.start} {p.items}."]
-    for i, s in enumerate(p.steps):
-        first.append(_forward(s, values[i], wrong if i == n - 1 else values[i + 1]))
-    first.append(f"So {name} has {wrong} {p.items} at the end.")
-    paras.append(" ".join(first))
+    paras.append(f"First, {_first_pass(p, wrong)}")
 
     check = [rng.choice(CHECK_CUES).format(y=wrong)]
     if slip:
@@ -364,11 +371,7 @@ def _worked_solution(p: Problem, stepwise: bool) -> str:
     head = f"{_problem_text(p)}\nSolution: "
     if not stepwise:
         return f"{head}{name} starts with {p.start} {p.items}: {_chain(p)}. The answer is \\boxed{{{y}}}."
-    steps = " ".join(_forward(s, p.values[i], p.values[i + 1]) for i, s in enumerate(p.steps))
-    return (
-        f"{head}Step by step. {name} starts with {p.start} {p.items}. {steps} "
-        f"So {name} has {y} {p.items} at the end. The answer is \\boxed{{{y}}}."
-    )
+    return f"{head}Step by step. {_first_pass(p, y)} The answer is \\boxed{{{y}}}."
 
 
 def generate_base_documents(seed: int, stepwise_share: float = 0.5) -> Iterator[str]:
