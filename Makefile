@@ -9,7 +9,7 @@ export HF_DATASETS_OFFLINE ?= 1
 export WANDB_MODE ?= offline
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: help install demo train test test-slow test-gpu lint fmt bench report tiny-models clean
+.PHONY: help install demo train test test-slow test-gpu gpu-check lint fmt bench report tiny-models clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -47,6 +47,9 @@ test-slow: $(STAMP) ## also the slow end-to-end tests
 
 test-gpu: $(STAMP) ## tests that need a CUDA device
 	$(PY) -m pytest -q -m gpu
+
+gpu-check: $(STAMP) ## on a CUDA machine (~10 min): gpu tests, GPU bench, vLLM smoke -> gpu-check.json
+	$(PY) -m kdlite.gpu_check --out gpu-check.json
 
 lint: $(STAMP) ## ruff check + format check + mypy on the package
 	$(VENV)/bin/ruff check .

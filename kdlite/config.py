@@ -132,12 +132,15 @@ class BatchConfig:
 
 @dataclass
 class TrainerConfig:
+    # "auto" (conf/trainer/auto.yaml, the default): kdlite.parallel picks cpu / gpu / fsdp from the
+    # machine and fills every key below that is still "auto"; an explicit preset sets them all.
     accelerator: str = "cpu"
     devices: Any = 1
     num_nodes: int = 1
     strategy: Strategy = Strategy.auto
     precision: str = "32-true"  # "bf16-mixed" on GPUs: fp32 master weights, bf16 compute
     teacher_dtype: str = "float32"  # "bfloat16" on GPUs: the frozen teacher needs no master copy
+    allow_cpu: bool = False  # let a study-size pair (>= 0.3B parameters) run on a CPU
     teacher_sharding: TeacherSharding = TeacherSharding.shard
     activation_checkpointing: bool = False
     # torch.compile each decoder layer of both models (the lever the issue measured at 1.58x on an
@@ -194,7 +197,11 @@ def compose_train(overrides: list[str]) -> DictConfig:
     if not any(o.startswith("run_dir=") for o in overrides):
         overrides = [*overrides, "run_dir=unused"]  # ${hydra:...} is unset outside @hydra.main
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose(config_name="config", overrides=overrides)
+        cfg = compose(config_name="config", overrides=overrides)
+    from kdlite.parallel import apply_hardware
+
+    apply_hardware(cfg, refuse_cpu=False)  # `auto` trainer keys -> this machine's values
+    return cfg
 
 
 RUN_NAME_MAX = 120  # file systems refuse names over 255 bytes; leave room for Hydra's suffixes

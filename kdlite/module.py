@@ -69,13 +69,26 @@ class DistillModule(L.LightningModule):
         self.loss_settings = loss
         self.optim_settings = optim
         self.student: HiddenLM | None = None
-        self.teacher: HiddenLM | None = None
-        # Teacher weights are not part of the checkpoint, so loading must not insist on them.
-        self.strict_loading = False
+        self.__dict__["_frozen_teacher"] = None  # see `teacher`
         self._step_sums = torch.zeros(3)
         self._tokens_seen = 0
+        self._global_tokens = 0.0
         self._step_started = time.perf_counter()
         self._val_sums: dict[int, torch.Tensor] = {}
+        self._step_row: dict[str, float] = {}  # the last optimizer step's logged metrics
+        self.restored_row: dict[str, float] = {}  # the row a resumed checkpoint carried
+
+    @property
+    def teacher(self) -> HiddenLM | None:
+        """The frozen teacher. Deliberately *not* a registered submodule: checkpoints, DDP's
+        start-up broadcast, Lightning's precision conversion and `.train()` never touch it, and a
+        save under FSDP never gathers it (a 32B teacher is ~65 GB in bf16). It is placed on the
+        device by `configure_model` (sharded) or `on_fit_start` (whole)."""
+        return self.__dict__["_frozen_teacher"]
+
+    def set_teacher(self, teacher: HiddenLM | None) -> None:
+        """Attach a frozen teacher without registering it (`self.teacher = m` would register)."""
+        self.__dict__["_frozen_teacher"] = teacher
 
     # ---- models ---------------------------------------------------------------------------
     def configure_model(self) -> None:
@@ -90,8 +103,7 @@ class DistillModule(L.LightningModule):
             teacher = load_model(
                 s.teacher, vocab_size=vocab, dtype=s.teacher_dtype, attn_implementation=s.attention
             )
-            self.teacher = HiddenLM(teacher).eval()
-            self.teacher.requires_grad_(False)
+            self.set_teacher(HiddenLM(teacher).eval().requires_grad_(False))
         self._check_vocab()
         if s.compile:
             self._compile_layers()
@@ -126,15 +138,18 @@ class DistillModule(L.LightningModule):
 
         assert self.student is not None
         dp_mesh = mesh["data_parallel"]
-        mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+        # Compute dtype follows trainer.precision: bf16-mixed gathers bf16 copies of the fp32
+        # master shards; 32-true computes in fp32. Gradients are reduced in fp32 either way.
+        mp = MixedPrecisionPolicy(param_dtype=self._mixed_dtype(), reduce_dtype=torch.float32)
         layer_cls = decoder_layer_class(self.student.lm)
         for module in self.student.modules():
             if isinstance(module, layer_cls):
                 fully_shard(module, mesh=dp_mesh, mp_policy=mp)
         fully_shard(self.student, mesh=dp_mesh, mp_policy=mp)
         if self.teacher is not None and self.models.teacher_sharding == "shard":
-            # The teacher is stored in bf16 (no master copy needed) and never resharded for a
-            # backward, so each layer is gathered once per forward and freed right after.
+            # The teacher is stored in its own dtype (no master copy) and never runs a backward:
+            # each layer is gathered for its forward and freed right after. Its root group
+            # (embeddings, final norm, head) is freed by `_reshard` once the loss has used it.
             for module in self.teacher.modules():
                 if isinstance(module, layer_cls):
                     fully_shard(module, mesh=dp_mesh)
@@ -142,11 +157,18 @@ class DistillModule(L.LightningModule):
         elif self.teacher is not None:
             self.teacher.to(self.device)
 
-    def train(self, mode: bool = True) -> DistillModule:
-        super().train(mode)
-        if self.teacher is not None:
-            self.teacher.eval()  # frozen: Lightning's train() must not flip it back
-        return self
+    def _mixed_dtype(self) -> torch.dtype | None:
+        precision = str(getattr(self.trainer, "precision", "32-true")) if self._trainer else "32"
+        if precision.startswith("bf16-mixed"):
+            return torch.bfloat16
+        if precision.startswith("16-mixed"):
+            return torch.float16
+        return None
+
+    def on_fit_start(self) -> None:
+        teacher = self.teacher
+        if teacher is not None and not _is_fsdp(teacher):
+            teacher.to(self.device)
 
     # ---- loss -----------------------------------------------------------------------------
     def _forward_loss(self, batch: dict[str, Any], loss_norm: str) -> tuple[LossParts, int]:
@@ -189,6 +211,9 @@ class DistillModule(L.LightningModule):
                 self.student(*inputs), self.student.head_weight, teacher_hidden, teacher_head,
                 batch["labels_BT"], weights, **settings,
             )  # fmt: skip
+            # The loss has its gradients already (computed in its forward): free the teacher's
+            # gathered root group now instead of holding it until the next step.
+            _reshard(self.teacher)
         n_tokens = int((segments >= 0).sum())
         return parts, n_tokens
 
@@ -200,35 +225,55 @@ class DistillModule(L.LightningModule):
         parts, n_tokens = self._forward_loss(batch, self.loss_settings.loss_norm)
         self._step_sums += torch.stack([parts.loss, parts.soft, parts.hard]).detach().float().cpu()
         self._tokens_seen += n_tokens
+        if (batch_idx + 1) % self.trainer.accumulate_grad_batches == 0:
+            self._close_step()
         # Undo Lightning's 1/accumulate and the ranks' gradient averaging: the optimizer must see
         # the step's sum of weighted token losses (see the module docstring).
         scale = self.trainer.accumulate_grad_batches * self.trainer.world_size
         return parts.loss * scale
 
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        if (batch_idx + 1) % self.trainer.accumulate_grad_batches:
-            return
+    def _close_step(self) -> None:
+        """The step's metrics, summed over its micro-batches and ranks, on its last micro-batch.
+
+        Computed here, before the optimizer step, rather than in `on_train_batch_end`: Lightning
+        writes `last.ckpt` in the callbacks' `on_train_batch_end`, before the module's hook and
+        before the logger, so the checkpoint carries this row and the token count including this
+        step, and a kill between the save and the log line loses nothing (training.py merges it).
+        """
         sums = self._step_sums.to(self.device)
         tokens = torch.tensor(float(self._tokens_seen), device=self.device)
         if self.trainer.world_size > 1:
             sums = self.trainer.strategy.reduce(sums, reduce_op="sum")
             tokens = self.trainer.strategy.reduce(tokens, reduce_op="sum")
         elapsed = time.perf_counter() - self._step_started
-        metrics = {
-            "train/loss": sums[0],
-            "train/soft": sums[1],
-            "train/hard": sums[2],
-            "train/tokens_per_s": tokens / max(elapsed, 1e-9),
-            "lr": torch.tensor(self.trainer.optimizers[0].param_groups[0]["lr"]),
+        self._global_tokens += float(tokens)
+        row = {
+            "train/loss": float(sums[0]),
+            "train/soft": float(sums[1]),
+            "train/hard": float(sums[2]),
+            "train/tokens_per_s": float(tokens) / max(elapsed, 1e-9),
+            "train/tokens_seen": self._global_tokens,
+            "lr": float(self.trainer.optimizers[0].param_groups[0]["lr"]),
         }
-        self._global_tokens = getattr(self, "_global_tokens", 0.0) + float(tokens)
-        metrics["train/tokens_seen"] = torch.tensor(self._global_tokens)
         if torch.cuda.is_available():
-            metrics["train/peak_mem_gib"] = torch.tensor(torch.cuda.max_memory_allocated() / 2**30)
-        self.log_dict(metrics, on_step=True, on_epoch=False, prog_bar=False, rank_zero_only=True)
-        self.log("loss", sums[0], prog_bar=True, on_step=True, logger=False, rank_zero_only=True)
+            row["train/peak_mem_gib"] = torch.cuda.max_memory_allocated() / 2**30
+        self._step_row = {"step": float(self.trainer.global_step), **row}
         self._step_sums.zero_()
         self._tokens_seen = 0
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if (batch_idx + 1) % self.trainer.accumulate_grad_batches or not self._step_row:
+            return
+        metrics = {k: torch.tensor(v) for k, v in self._step_row.items() if k != "step"}
+        self.log_dict(metrics, on_step=True, on_epoch=False, prog_bar=False, rank_zero_only=True)
+        self.log(
+            "loss",
+            metrics["train/loss"],
+            prog_bar=True,
+            on_step=True,
+            logger=False,
+            rank_zero_only=True,
+        )
         self._step_started = time.perf_counter()
 
     # ---- validation -----------------------------------------------------------------------
@@ -266,6 +311,10 @@ class DistillModule(L.LightningModule):
             if n_loaders == 1:  # lsp = 1, left crop: the full set is the cropped set
                 metrics.update({k.replace("val/", "val_full/"): v for k, v in metrics.items()})
             self.log_dict(metrics, add_dataloader_idx=False, prog_bar=idx == 0)
+        # Forward-only: FSDP2 keeps each root group gathered after a forward (it expects the
+        # backward); free them until the next training step.
+        _reshard(self.student)
+        _reshard(self.teacher)
 
     # ---- optimizer ------------------------------------------------------------------------
     def configure_optimizers(self) -> Any:
@@ -292,13 +341,25 @@ class DistillModule(L.LightningModule):
 
     # ---- checkpoints: the student only ----------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        state = checkpoint.get("state_dict", {})
-        for key in [k for k in state if k.startswith("teacher.")]:
-            del state[key]
-        checkpoint["tokens_seen"] = float(getattr(self, "_global_tokens", 0.0))
+        checkpoint["tokens_seen"] = self._global_tokens
+        checkpoint["kdlite_step_row"] = dict(self._step_row)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self._global_tokens = float(checkpoint.get("tokens_seen", 0.0))
+        self.restored_row = dict(checkpoint.get("kdlite_step_row", {}))
+
+
+def _is_fsdp(module: nn.Module | None) -> bool:
+    from torch.distributed.fsdp import FSDPModule
+
+    return isinstance(module, FSDPModule)
+
+
+def _reshard(module: nn.Module | None) -> None:
+    """Free the gathered parameters of an FSDP2 root group (no-op when not sharded)."""
+    if _is_fsdp(module):
+        fsdp_module: Any = module
+        fsdp_module.reshard()
 
 
 def _needs_mask(batch: dict[str, Any]) -> bool:

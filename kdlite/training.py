@@ -16,6 +16,7 @@ import logging
 import os
 import subprocess
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 from kdlite.cache import cache_root
 from kdlite.config import ConfigError, accumulation, validate, world_size
 from kdlite.models import DTYPES, ModelLoadError, ModelSpec
+from kdlite.parallel import apply_hardware
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +84,13 @@ def write_run_files(run_dir: Path, cfg: DictConfig) -> None:
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     (run_dir / "overrides.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(_overrides())))
     (run_dir / "git.txt").write_text(git_revision() + "\n")
+
+
+def _launch_rank() -> int:
+    """This process's global rank before the Trainer exists (launcher environment variables)."""
+    from lightning.fabric.utilities.rank_zero import rank_zero_only
+
+    return int(getattr(rank_zero_only, "rank", 0) or 0)
 
 
 # ---- sources ---------------------------------------------------------------------------------
@@ -179,26 +188,24 @@ def bootstrap_teacher(cfg: DictConfig, tokenizer: Any) -> Path:
 
 # ---- trainer ---------------------------------------------------------------------------------
 def _strategy(cfg: DictConfig) -> Any:
-    name = str(
-        cfg.trainer.strategy.value
-        if hasattr(cfg.trainer.strategy, "value")
-        else cfg.trainer.strategy
-    )
+    name = _enum(cfg.trainer.strategy)
     if name == "fsdp":
-        from lightning.pytorch.strategies import ModelParallelStrategy
+        from kdlite.parallel import FSDP2Strategy
 
-        # FSDP2 (per-parameter sharding): student and teacher are sharded separately by decoder
-        # layer in DistillModule.configure_model; one consolidated checkpoint file on rank 0.
-        return ModelParallelStrategy(
-            data_parallel_size="auto", tensor_parallel_size=1, save_distributed_checkpoint=False
-        )
+        # FSDP2 (per-parameter sharding) over every rank: student and teacher are sharded
+        # separately by decoder layer in DistillModule.configure_model; one consolidated
+        # checkpoint file written by rank 0.
+        return FSDP2Strategy()
     return name
 
 
 def _loggers(cfg: DictConfig, run_dir: Path) -> list[Any]:
     from lightning.pytorch.loggers import CSVLogger
 
-    loggers: list[Any] = [CSVLogger(save_dir=str(run_dir), name="", version="")]
+    # Flushed every step: rows still in memory at a kill would be lost for good (the resumed run
+    # starts after them).
+    csv_logger = CSVLogger(save_dir=str(run_dir), name="", version="", flush_logs_every_n_steps=1)
+    loggers: list[Any] = [csv_logger]
     if cfg.logger.wandb:
         os.environ.setdefault("WANDB_MODE", cfg.logger.mode)
         from lightning.pytorch.loggers import WandbLogger
@@ -220,7 +227,8 @@ def _enum(value: Any) -> str:
     return str(value.value if hasattr(value, "value") else value)
 
 
-def train(cfg: DictConfig) -> RunResult:
+def train(cfg: DictConfig, *, callbacks: Sequence[Any] = ()) -> RunResult:
+    """Build -> fit -> export. `callbacks` are added to the Trainer's (probes, tests)."""
     import lightning as L
     from lightning.pytorch.callbacks import ModelCheckpoint
 
@@ -229,7 +237,10 @@ def train(cfg: DictConfig) -> RunResult:
     from kdlite.data.tokenizer import load_tokenizer
     from kdlite.module import DistillModule, LossSettings, ModelSettings, OptimSettings
 
+    hardware = apply_hardware(cfg)
     validate(cfg)
+    if hardware.message and _launch_rank() == 0:
+        print(hardware.message)
     # Expected here, so not worth a warning: the frozen teacher is in eval mode by design, and the
     # run directory exists before the CSV logger starts (set_aside_metrics keeps the old curve).
     warnings.filterwarnings(
@@ -237,6 +248,10 @@ def train(cfg: DictConfig) -> RunResult:
     )
     warnings.filterwarnings(
         "ignore", message=r"Experiment logs directory .* exists and is not empty"
+    )
+    # Validation sums are reduced over ranks by the module itself before they are logged.
+    warnings.filterwarnings(
+        "ignore", message=r"It is recommended to use `self.log\(.*sync_dist=True"
     )
     # StepSampler skips the micro-batches a mid-epoch checkpoint already consumed (tested).
     warnings.filterwarnings(
@@ -265,9 +280,6 @@ def train(cfg: DictConfig) -> RunResult:
             teacher = model_spec(cfg.pair.teacher)
     check_tokenizers(cfg.pair, tokenizer, teacher)
 
-    write_run_files(run_dir, cfg)
-    if teacher is not None:  # which teacher taught (a bootstrapped one lives in the cache)
-        (run_dir / "teacher.txt").write_text(f"{teacher_location(teacher)}\n")
     accelerator = cfg.trainer.accelerator
     gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
     attention = resolve_attention(_enum(cfg.batch.attention), "cuda" if gpu else "cpu")
@@ -347,7 +359,7 @@ def train(cfg: DictConfig) -> RunResult:
         accumulate_grad_batches=accum,
         gradient_clip_val=cfg.optim.grad_clip or None,
         logger=_loggers(cfg, run_dir),
-        callbacks=[best, last],
+        callbacks=[best, last, *callbacks],
         val_check_interval=cfg.trainer.val_check_interval,
         check_val_every_n_epoch=1,
         log_every_n_steps=cfg.trainer.log_every_n_steps,
@@ -358,19 +370,26 @@ def train(cfg: DictConfig) -> RunResult:
         deterministic=cfg.trainer.deterministic,
         default_root_dir=str(run_dir),
     )
+    rank0 = trainer.is_global_zero  # known once the Trainer exists; files are rank 0's job
+    if rank0:
+        write_run_files(run_dir, cfg)
+        if teacher is not None:  # which teacher taught (a bootstrapped one lives in the cache)
+            (run_dir / "teacher.txt").write_text(f"{teacher_location(teacher)}\n")
     resume_from = ckpt_dir / "last.ckpt"
     ckpt_path = str(resume_from) if cfg.resume and resume_from.exists() else None
     if ckpt_path:
         log.info("resuming from %s", ckpt_path)
-        set_aside_metrics(run_dir)
+        if rank0:
+            set_aside_metrics(run_dir)
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=False)
-    merge_metrics(run_dir)
+    if rank0:
+        merge_metrics(run_dir, restored=[module.restored_row] if ckpt_path else [])
 
     best_score = best.best_model_score
     result = RunResult(
         run_dir, None, float(best_score) if best_score is not None else None, trainer.global_step
     )
-    if trainer.is_global_zero:
+    if rank0:
         manifest = dict(datamodule.manifest, world_size=world, accumulation=accum)
         (run_dir / "manifest.json").write_text(json.dumps(manifest, indent=1, default=str))
     if cfg.export:
@@ -393,14 +412,22 @@ def set_aside_metrics(run_dir: Path) -> None:
         current.replace(prev)
 
 
-def merge_metrics(run_dir: Path) -> None:
+def merge_metrics(run_dir: Path, restored: Sequence[dict[str, float]] = ()) -> None:
+    """Merge metrics.prev.csv back under metrics.csv (rank 0 only; see above).
+
+    `restored` are step rows carried by the checkpoint a run resumed from (`DistillModule` puts
+    the row of the step it saved into it): Lightning writes `last.ckpt` before that step's log
+    line, so a kill in between leaves the row in neither file; it is put back from here.
+    """
     import csv
 
     current, prev = run_dir / "metrics.csv", run_dir / PREV_METRICS
-    if not prev.exists():
+    if not prev.exists() and not restored:
         return
-    with prev.open(newline="") as f:
-        old = list(csv.DictReader(f))
+    old: list[dict[str, str]] = []
+    if prev.exists():
+        with prev.open(newline="") as f:
+            old = list(csv.DictReader(f))
     new: list[dict[str, str]] = []
     if current.exists():
         with current.open(newline="") as f:
@@ -409,6 +436,11 @@ def merge_metrics(run_dir: Path) -> None:
     first_new = min(steps) if steps else None
     rows = [r for r in old if r.get("step") and (first_new is None or int(r["step"]) < first_new)]
     rows += new
+    logged = {int(r["step"]) for r in rows if r.get("step") and r.get("train/loss")}
+    for row in restored:
+        if row and int(row["step"]) not in logged:
+            rows.append({k: str(int(v)) if k == "step" else repr(v) for k, v in row.items()})
+    rows.sort(key=lambda r: int(r["step"]) if r.get("step") else -1)
     fields = sorted({k for r in rows for k in r})
     tmp = current.with_suffix(".tmp")
     with tmp.open("w", newline="") as f:
@@ -416,16 +448,19 @@ def merge_metrics(run_dir: Path) -> None:
         writer.writeheader()
         writer.writerows(rows)
     tmp.replace(current)
-    prev.unlink()
+    prev.unlink(missing_ok=True)
 
 
 def _student_state(module: Any, trainer: Any, best_path: str) -> dict[str, torch.Tensor]:
     """The best checkpoint's student weights (or the current ones), keyed like the HF model."""
     prefix = "student.lm."
     if best_path and Path(best_path).exists():
-        ckpt = torch.load(best_path, map_location="cpu", weights_only=True)
+        if not trainer.is_global_zero:  # only rank 0 writes the export
+            return {}
+        # Memory-mapped: an 8B student's fp32 checkpoint is ~33 GB; only the pages used are read.
+        ckpt = torch.load(best_path, map_location="cpu", weights_only=True, mmap=True)
         state = ckpt["state_dict"]
-    elif trainer.world_size > 1:
+    elif trainer.world_size > 1:  # a collective: every rank takes part
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
         state = get_model_state_dict(

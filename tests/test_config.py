@@ -105,7 +105,7 @@ def test_grid_contents_match_the_study():
 
 def test_default_is_the_embedded_tiny_run():
     cfg = _compose([])
-    assert (cfg.pair.name, cfg.data.name, cfg.trainer.accelerator) == ("tiny", "synthetic", "cpu")
+    assert (cfg.pair.name, cfg.data.name, cfg.trainer.accelerator) == ("tiny", "synthetic", "auto")
     assert (cfg.lsp, cfg.crop.value, cfg.supervise.value, cfg.lam) == (1.0, "left", "p_cot_a", 0.5)
     # The tiny pair brings a learning rate for random-init models; the study's pairs keep 4e-6.
     assert cfg.optim.lr == 2e-3 and cfg.batch.examples_per_step == 2

@@ -111,6 +111,13 @@ class StepSampler:
         self.epoch = epoch
 
     @property
+    def sampler(self) -> StepSampler:
+        # Lightning calls `set_epoch` on `loader.sampler` and on `loader.batch_sampler.sampler`,
+        # never on the batch sampler itself: exposing ourselves there gives every epoch its own
+        # seeded order (without it epoch 2 repeated epoch 1's order and step groupings).
+        return self
+
+    @property
     def accumulation(self) -> int:
         return self.examples_per_step // (self.micro_examples * self.world)
 
@@ -396,4 +403,11 @@ class DistillDataModule(L.LightningDataModule):
         return {"micro_batches_done_in_epoch": int(done)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self._resume_skip = int(state.get("micro_batches_done_in_epoch", 0))
+        skip = int(state.get("micro_batches_done_in_epoch", 0))
+        if self._train_sampler is not None:
+            # ModelParallelStrategy (FSDP2) restores the checkpoint after setup, when
+            # `estimated_stepping_batches` has already built the train loader: hand the skip to
+            # its sampler, which is iterated only after this.
+            self._train_sampler.skip = skip
+        else:  # DDP / one device: restored before the loader exists
+            self._resume_skip = skip

@@ -43,6 +43,22 @@ def test_order_is_seeded_per_epoch_and_trailing_partial_step_dropped():
     assert flat(other_seed) != first
 
 
+def test_lightning_reaches_set_epoch_through_the_loader():
+    """Lightning's fit loop calls `set_epoch` on `loader.sampler` and `loader.batch_sampler.sampler`
+    only; without that hook epoch 2 repeated epoch 1's order and step groupings."""
+    from lightning.fabric.utilities.data import _set_sampler_epoch
+    from torch.utils.data import DataLoader
+
+    s = StepSampler([1] * 16, examples_per_step=8, micro_examples=2, seed=0)
+    loader = DataLoader(list(range(16)), batch_sampler=s, collate_fn=lambda rows: rows)
+    _set_sampler_epoch(loader, 0)
+    first = flat(s)
+    _set_sampler_epoch(loader, 1)
+    assert s.epoch == 1 and flat(s) != first and sorted(flat(s)) == sorted(first)
+    _set_sampler_epoch(loader, 0)
+    assert flat(s) == first  # seeded: epoch k's order is reproducible (resume)
+
+
 def test_validation_pads_ranks_to_equal_batch_counts_with_zero_weight_dummies():
     n_sup = [2, 3, 4, 5, 6]
     ranks = [
