@@ -72,7 +72,7 @@ class DistillModule(L.LightningModule):
         self.teacher: HiddenLM | None = None
         # Teacher weights are not part of the checkpoint, so loading must not insist on them.
         self.strict_loading = False
-        self._step_sums = torch.zeros(3)
+        self._step_sums = torch.zeros(4)  # loss, soft (KL), hard, soft_ce
         self._tokens_seen = 0
         self._step_started = time.perf_counter()
         self._val_sums: dict[int, torch.Tensor] = {}
@@ -198,7 +198,8 @@ class DistillModule(L.LightningModule):
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         parts, n_tokens = self._forward_loss(batch, self.loss_settings.loss_norm)
-        self._step_sums += torch.stack([parts.loss, parts.soft, parts.hard]).detach().float().cpu()
+        terms = [parts.loss, parts.soft, parts.hard, parts.soft_ce]
+        self._step_sums += torch.stack(terms).detach().float().cpu()
         self._tokens_seen += n_tokens
         # Undo Lightning's 1/accumulate and the ranks' gradient averaging: the optimizer must see
         # the step's sum of weighted token losses (see the module docstring).
@@ -218,6 +219,7 @@ class DistillModule(L.LightningModule):
             "train/loss": sums[0],
             "train/soft": sums[1],
             "train/hard": sums[2],
+            "train/soft_ce": sums[3],  # KL + teacher entropy: the study's logged soft loss
             "train/tokens_per_s": tokens / max(elapsed, 1e-9),
             "lr": torch.tensor(self.trainer.optimizers[0].param_groups[0]["lr"]),
         }
@@ -242,9 +244,8 @@ class DistillModule(L.LightningModule):
         # `loss_norm` training uses: batches carry step_examples = 1, so sums are per-example means.
         parts, _ = self._forward_loss(batch, "sequence")
         n = torch.tensor(float(batch["n_weighted_examples"]), device=self.device)
-        row = torch.stack(
-            [parts.loss.detach(), parts.soft.detach(), parts.hard.detach(), n]
-        ).float()
+        terms = [parts.loss, parts.soft, parts.hard, parts.soft_ce]
+        row = torch.stack([*(t.detach() for t in terms), n]).float()
         self._val_sums[dataloader_idx] = self._val_sums.get(dataloader_idx, 0) + row
 
     def on_validation_epoch_end(self) -> None:
@@ -254,14 +255,15 @@ class DistillModule(L.LightningModule):
         for idx, prefix in ((0, "val"), (1, "val_full")):
             if idx >= n_loaders:
                 continue
-            sums = self._val_sums.get(idx, torch.zeros(4, device=self.device))
+            sums = self._val_sums.get(idx, torch.zeros(5, device=self.device))
             if self.trainer.world_size > 1:
                 sums = self.trainer.strategy.reduce(sums, reduce_op="sum")
-            count = sums[3].clamp_min(1.0)
+            count = sums[4].clamp_min(1.0)
             metrics = {
                 f"{prefix}/loss": sums[0] / count,
                 f"{prefix}/soft": sums[1] / count,
                 f"{prefix}/hard": sums[2] / count,
+                f"{prefix}/soft_ce": sums[3] / count,
             }
             if n_loaders == 1:  # lsp = 1, left crop: the full set is the cropped set
                 metrics.update({k.replace("val/", "val_full/"): v for k, v in metrics.items()})
