@@ -15,6 +15,7 @@ Accuracy is `avg_at_n` (full-output score, as lighteval reported it); strict is 
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -428,6 +429,55 @@ def table_derived(sweep: Sweep) -> str:
     return markdown_table(header, rows)
 
 
+def read_probe(run: Run) -> dict[str, Any] | None:
+    """`<run>/probe.json` (written by `python -m kdlite.probe`); None when absent. An unreadable
+    file is recorded on the run's problems, not raised."""
+    path = run.path / "probe.json"
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+        points = data["points"]
+        if not isinstance(points, dict):
+            raise ValueError("'points' is not a mapping")
+        return data
+    except Exception as err:  # one bad file must not hide the rest of the report
+        run.problems.append(f"unreadable probe.json ({type(err).__name__}: {err})")
+        return None
+
+
+def table_probe(sweep: Sweep) -> str:
+    """The closing probe per model: mean summed log-prob of the closing at each probe point, and
+    the share of traces whose closing is all argmax tokens (kdlite/analysis/probe.py)."""
+    found = []
+    for run in sorted(sweep.runs, key=lambda r: (not r.is_baseline, str(r.get("supervise")),
+                                                   r.crop, -r.lsp, r.name)):  # fmt: skip
+        data = read_probe(run)
+        if data is not None:
+            found.append((run, data))
+    names: list[str] = []  # probe points in the files' order
+    for _, data in found:
+        names += [p for p in data["points"] if p not in names]
+    rows: list[list[Any]] = []
+    for run, data in found:
+        where = (
+            ["baseline", "", ""] if run.is_baseline else [run.get("supervise"), run.lsp, run.crop]
+        )
+        cells = []
+        for point in names:
+            res = data["points"].get(point)
+            cells.append(
+                "" if res is None
+                else f"{res['logprob']:.2f} ({100 * res['greedy_closes']:.0f}%)"
+            )  # fmt: skip
+        rows.append([run.name, *where, data.get("n", ""), *cells])
+    if not rows:
+        return "_(no probe.json in any run; `python -m kdlite.probe` writes it)_\n"
+    header = ["run", "supervise", "lsp", "crop", "traces",
+              *(f"{p.replace('_', ' ')}: log-prob (greedy closes)" for p in names)]  # fmt: skip
+    return markdown_table(header, rows)
+
+
 def table_baselines(sweep: Sweep) -> str:
     rows = [
         [b.name, b.model or "", bench, _pct(b.accuracy(bench)), _pct(_ci_half(b, bench))]
@@ -694,6 +744,14 @@ def write_report(
         "answer, then reflect without ever closing its think block (see truncated). Lenient: any "
         "such result counts, also an intermediate value equal to the answer.\n",
         table_derived(sweep),
+        "## Closing probe (diagnostic)\n",
+        "Does the model still close with an answer? Mean over held-out synthetic traces of the "
+        "summed log-prob of ` The answer is \\boxed{N}.` + end token under teacher forcing, after "
+        "the trace's first pass, after its re-check, and after `</think>` and the answer's chain "
+        "line (there with `<|im_end|>`, as the trace writes it); in brackets the share of traces "
+        "whose every closing token is the model's argmax. Definition and caveats: "
+        "`kdlite/analysis/probe.py`; written by `python -m kdlite.probe` as `<run>/probe.json`.\n",
+        table_probe(sweep),
         "## Training-loss gap (Tables 7–11)\n",
         "(L_partial(t) − L_ref(t)) / L_ref(t) on shared logged steps: mean over steps (avg) and at "
         "the last shared step. Soft CE is `train/soft_ce`, the cross-entropy against the teacher's "
