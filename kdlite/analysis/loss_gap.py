@@ -4,10 +4,12 @@ gap(t) = (L_partial(t) - L_ref(t)) / L_ref(t) on the steps both runs logged, rep
 over those steps ("avg") and at the last shared step ("last"), for the soft and hard (CE) terms and
 the total. The soft term comes in two forms: `soft_ce`, the cross-entropy against the teacher's
 distribution (= KL + the teacher's entropy), which is what the study's code logged and its tables
-compare, and `soft`, the KL that kdlite optimises. They differ by a term that depends on the
-teacher and the data only, not on the student, so the KL's relative gap is the CE's magnified by
-CE/KL, which explodes as the student approaches the teacher (KL → 0). `loss_ce` is the total as
-the study logged it, lam·soft_ce + (1 − lam)·hard. The reference of a left-cropped run with lsp < 1 is the run with the same condition at
+compare, and `soft`, the KL that kdlite optimises. They differ by the teacher's entropy on the
+run's supervised tokens, which does not depend on the student (but does on the crop: runs with
+different lsp average it over different tokens). The KL goes to 0 as the student approaches the
+teacher, so its relative gaps can be arbitrarily large and even change sign against the CE's;
+those of the soft CE stay on the scale the paper reports. `loss_ce` is the total as the study
+logged it, lam·soft_ce + (1 − lam)·hard. The reference of a left-cropped run with lsp < 1 is the run with the same condition at
 lsp 1.0; the reference of a right-cropped run is the left-cropped run at the same lsp (Right 50%
 against Left 50%). Steps are aligned by exact optimizer-step number, never interpolated: runs of one
 grid see the same examples in the same order, so step t is the same batch in both (cropped

@@ -757,8 +757,8 @@ def write_report(
         "the last shared step. Soft CE is `train/soft_ce`, the cross-entropy against the teacher's "
         "distribution (= KL + teacher entropy): the quantity the study's code logged as its soft "
         "loss and its Tables 7–11 compare, so it is the one beside the paper's range. KL is "
-        "`train/soft`, what kdlite optimises; its relative gap is the soft CE's magnified by CE/KL "
-        "and explodes as the student approaches the teacher. Hard is `train/hard`. Reference: the "
+        "`train/soft`, what kdlite optimises; it goes to 0 as the student approaches the teacher, "
+        "so its relative gaps can explode or flip sign. Hard is `train/hard`. Reference: the "
         "lsp 1.0 run for a left crop, the left run at the same lsp for a right crop. The paper "
         "states left vs right as (L_left − L_right)/L_right = −9…−20%; it is shown here converted "
         "to right vs left. The figure plots the KL and hard curves.\n",
