@@ -2,6 +2,12 @@
 
     loss = Σ_t w_t · (lam · kl_t + (1 − lam) · ce_t),   soft = Σ_t w_t · kl_t,   hard = Σ_t w_t · ce_t
     kl_t = τ² · KL(p_T^τ ‖ p_S^τ)  (forward KL, fp32 log-softmax),   ce_t = −log p_S(label_t) at τ = 1
+    soft_ce = Σ_t w_t · xent_t,   xent_t = −τ² · Σ_v p_T^τ(v) · log p_S^τ(v) = kl_t + τ² · H(p_T^τ)
+
+KL is what is optimised; `soft_ce`, the cross-entropy against the teacher's distribution, is
+reported beside it because the study's code logged it as its soft loss (docs/mini-replication.md).
+Its gradient w.r.t. the student is the KL's, but it does not go to 0 as the student matches the
+teacher, so relative gaps between runs stay of the size the paper's Tables 7-11 show.
 
 `token_weights` turns a loss normalisation (`sequence` or `token`, DESIGN §5) into per-token weights
 `w_t` built from the *global* counts of the optimizer step, so that summing the loss of the
@@ -61,6 +67,12 @@ class LossParts:
     loss: Tensor  # scalar fp32, differentiable
     soft: Tensor  # scalar fp32, detached: Σ w·kl (0 when lam = 0)
     hard: Tensor  # scalar fp32, detached: Σ w·ce (0 when lam = 1)
+    soft_ce: Tensor  # scalar fp32, detached: Σ w·xent = soft + Σ w·τ²·H(p_T^τ) (0 when lam = 0)
+
+    @property
+    def teacher_entropy(self) -> Tensor:
+        """Σ w·τ²·H(p_T^τ): what separates the logged soft cross-entropy from the KL."""
+        return self.soft_ce - self.soft
 
 
 def token_weights(
@@ -165,12 +177,13 @@ def distill_loss_reference(
     w_BT = weights_BT.float()
     zero = w_BT.new_zeros(())
 
-    soft_BT = zero
+    soft_BT = xent_BT = zero
     if teacher_BTV is not None:
         tau = temperature
         logq_BTV = F.log_softmax(student_logits_BTV[..., :V].float() / tau, dim=-1)
         logp_BTV = F.log_softmax(teacher_BTV[..., :V].float().detach() / tau, dim=-1)
         soft_BT = tau**2 * (logp_BTV.exp() * (logp_BTV - logq_BTV)).sum(-1)
+        xent_BT = -(tau**2) * (logp_BTV.exp() * logq_BTV.detach()).sum(-1)
 
     hard_BT = zero
     if lam < 1:
@@ -182,7 +195,8 @@ def distill_loss_reference(
     soft = (w_BT * soft_BT).sum()
     hard = (w_BT * hard_BT).sum()
     loss = lam * soft + (1 - lam) * hard
-    return LossParts(loss=loss, soft=soft.detach(), hard=hard.detach())
+    soft_ce = (w_BT * xent_BT).sum().detach()
+    return LossParts(loss=loss, soft=soft.detach(), hard=hard.detach(), soft_ce=soft_ce)
 
 
 def _chunk_terms(
@@ -192,8 +206,8 @@ def _chunk_terms(
     labels_C: Tensor,
     lam: float,
     tau: float,
-) -> tuple[Tensor, Tensor, Tensor]:
-    """Unweighted kl_C, ce_C and dℓ_C/dz_CV of ℓ = lam·kl + (1 − lam)·ce, all fp32.
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Unweighted kl_C, ce_C, dℓ_C/dz_CV of ℓ = lam·kl + (1 − lam)·ce, and xent_C, all fp32.
 
     `teacher` is (hidden_CH, head_VH) of the teacher, given exactly when lam > 0.
 
@@ -201,7 +215,7 @@ def _chunk_terms(
     reused in place: at most four fp32 [C, V] tensors are alive at once.
     """
     z_CV = (hidden_CH @ head_VH.T).float()
-    kl_C = ce_C = z_CV.new_zeros(z_CV.shape[0])
+    kl_C = ce_C = xent_C = z_CV.new_zeros(z_CV.shape[0])
     grad_CV: Tensor | None = None
     if lam < 1:  # d ce / dz = p_S − onehot(label), at τ = 1
         grad_CV = F.log_softmax(z_CV, dim=-1)
@@ -219,10 +233,16 @@ def _chunk_terms(
         p_CV = logp_CV.exp_()
         kl_C = diff_CV.mul_(p_CV).sum(-1).mul_(tau**2)
         del diff_CV
+        xent_C = _neg_dot(p_CV, logq_CV).mul_(tau**2)
         soft_CV = logq_CV.exp_().sub_(p_CV).mul_(lam * tau)
         grad_CV = soft_CV if grad_CV is None else grad_CV.add_(soft_CV)
     assert grad_CV is not None
-    return kl_C, ce_C, grad_CV
+    return kl_C, ce_C, grad_CV, xent_C
+
+
+def _neg_dot(p_CV: Tensor, logq_CV: Tensor) -> Tensor:
+    """−Σ_v p·log q per row, as a batched matmul: no [C, V] temporary."""
+    return -(p_CV[:, None, :] @ logq_CV[:, :, None]).reshape(-1)
 
 
 def _gather_supervised(
@@ -254,11 +274,11 @@ def _chunk_loop(
     chunk_size: int,
     need_hidden_grad: bool,
     need_head_grad: bool,
-    terms: Callable[[slice, Tensor, Tensor], tuple[Tensor, Tensor, Tensor]],
-) -> tuple[Tensor, Tensor, Tensor]:
-    """The forward of both autograd functions: per chunk of positions, `terms` gives the KL, the CE
-    and d(loss)/d(logits); the weighted sums and the gradients w.r.t. hidden and head accumulate
-    here and are stored for backward (nothing of size [N, V] outlives its chunk)."""
+    terms: Callable[[slice, Tensor, Tensor], tuple[Tensor, Tensor, Tensor, Tensor]],
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The forward of both autograd functions: per chunk of positions, `terms` gives the KL, the CE,
+    d(loss)/d(logits) and the soft cross-entropy; the weighted sums and the gradients w.r.t. hidden
+    and head accumulate here and are stored for backward (nothing of size [N, V] outlives its chunk)."""
     dtype = hidden_NH.dtype
     head_used_VH = head_VH[:vocab_size].to(dtype)
     grad_hidden_NH = torch.zeros_like(hidden_NH) if need_hidden_grad else None
@@ -270,14 +290,16 @@ def _chunk_loop(
     )
     soft = w_N.new_zeros((), dtype=torch.float32)
     hard = w_N.new_zeros((), dtype=torch.float32)
+    soft_ce = w_N.new_zeros((), dtype=torch.float32)
     with torch.autocast(hidden_NH.device.type, enabled=False):
         for start in range(0, hidden_NH.shape[0], chunk_size):
             rows = slice(start, start + chunk_size)
             h_CH = hidden_NH[rows]
-            kl_C, ce_C, grad_CV = terms(rows, h_CH, head_used_VH)
+            kl_C, ce_C, grad_CV, xent_C = terms(rows, h_CH, head_used_VH)
             w_C = w_N[rows]
             soft = soft + (w_C * kl_C).sum()
             hard = hard + (w_C * ce_C).sum()
+            soft_ce = soft_ce + (w_C * xent_C).sum()
             grad_CV = grad_CV.mul_(w_C[:, None]).to(dtype)
             if grad_hidden_NH is not None:
                 grad_hidden_NH[rows] = grad_CV @ head_used_VH
@@ -289,8 +311,8 @@ def _chunk_loop(
         grad_hidden_NH,
         None if grad_head_VH is None else grad_head_VH.to(head_VH.dtype),
     )
-    ctx.mark_non_differentiable(soft, hard)
-    return loss, soft, hard
+    ctx.mark_non_differentiable(soft, hard, soft_ce)
+    return loss, soft, hard, soft_ce
 
 
 def _scaled_saved_grads(ctx: Any, grad_loss: Tensor) -> tuple[Tensor | None, Tensor | None]:
@@ -321,7 +343,7 @@ class _ChunkedDistillLoss(torch.autograd.Function):
         chunk_size: int,
         need_hidden_grad: bool,
         need_head_grad: bool,
-    ) -> tuple[Tensor, Tensor, Tensor]:
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         teacher_head_used_VH = None
         if teacher_hidden_NH is not None and teacher_head_VH is not None:
             teacher_head_used_VH = teacher_head_VH[:vocab_size].to(teacher_hidden_NH.dtype)
@@ -339,7 +361,7 @@ class _ChunkedDistillLoss(torch.autograd.Function):
 
     @staticmethod
     @once_differentiable  # the stored gradients are constants: no double backward
-    def backward(ctx, grad_loss: Tensor, _grad_soft: Tensor, _grad_hard: Tensor):
+    def backward(ctx, grad_loss: Tensor, _grad_soft: Tensor, _grad_hard: Tensor, _grad_ce: Tensor):
         return (*_scaled_saved_grads(ctx, grad_loss), *([None] * 10))
 
 
@@ -388,7 +410,7 @@ def distill_loss_chunked(
             teacher_hidden_NH = teacher[0].reshape(-1, teacher[0].shape[-1])[keep_N]
         teacher_head_VH = teacher[1].detach()
     grad_on = torch.is_grad_enabled()
-    loss, soft, hard = _ChunkedDistillLoss.apply(
+    loss, soft, hard, soft_ce = _ChunkedDistillLoss.apply(
         hidden_NH,
         student_head_VH,
         teacher_hidden_NH,
@@ -402,7 +424,7 @@ def distill_loss_chunked(
         grad_on and hidden_NH.requires_grad,
         grad_on and student_head_VH.requires_grad,
     )
-    return LossParts(loss=loss, soft=soft, hard=hard)
+    return LossParts(loss=loss, soft=soft, hard=hard, soft_ce=soft_ce)
 
 
 # ---- teacher logit cache: the KD term from stored top-k log-probs -------------------------------
@@ -414,6 +436,11 @@ def distill_loss_chunked(
 #     kl_t = τ² · [ Σ_K p_T(v)·(log p_T(v) − log q(v)) + r_T·(log r_T − log r_S) ],
 #     r_S = Σ_{v∉K} q(v), computed as a log-sum-exp over the ids outside K (no 1 − Σ cancellation).
 # By the log-sum inequality it is ≤ the full KL and equals it when K covers the vocabulary.
+# The soft cross-entropy reported beside it is that coarsening's, too:
+#     xent_t = −τ² · [ Σ_K p_T(v)·log q(v) + r_T·log r_S ] = kl_t + τ²·H_{k+1}(p_T),
+# H_{k+1} the entropy of the teacher's (k + 1)-bucket distribution. It is ≤ the full soft CE:
+# both the KL and the entropy lose the spread of the teacher's mass inside the rest bucket, the
+# entropy by r_T·H(rest mass renormalised) (small when the top k hold nearly all the mass).
 # Gradient w.r.t. the student logits z (q = softmax(z/τ), P = Σ_K p_T + r_T, 1 up to storage
 # rounding):  dkl/dz_j = τ·(q_j·P − p_T(j)) for j ∈ K,  τ·q_j·(P − r_T/r_S) for j ∉ K.
 # Temperature is exact only when the cache was built at the same τ (it stores log softmax(z_T/τ));
@@ -427,8 +454,9 @@ def _cached_chunk_terms(
     labels_C: Tensor,
     lam: float,
     tau: float,
-) -> tuple[Tensor, Tensor, Tensor]:
-    """Unweighted kl_C, ce_C and dℓ_C/dz_CV for cached teacher terms (ids_CK, logp_CK, rest_C).
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Unweighted kl_C, ce_C, dℓ_C/dz_CV and xent_C for cached teacher terms (ids_CK, logp_CK,
+    rest_C).
 
     At τ = 1 one log-softmax serves both the KD and the CE term (the online path computes two).
     At most three fp32 [C, V] buffers are alive at once.
@@ -436,7 +464,7 @@ def _cached_chunk_terms(
     z_CV = (hidden_CH @ head_VH.T).float()
     rows_C = torch.arange(len(labels_C), device=labels_C.device)
     logq1_CV: Tensor | None = None
-    ce_C = kl_C = z_CV.new_zeros(z_CV.shape[0])
+    ce_C = kl_C = xent_C = z_CV.new_zeros(z_CV.shape[0])
     if lam < 1 or tau == 1:
         logq1_CV = F.log_softmax(z_CV, dim=-1)
     if lam < 1:
@@ -446,7 +474,7 @@ def _cached_chunk_terms(
         assert logq1_CV is not None
         grad_CV = logq1_CV.exp_()
         grad_CV[rows_C, labels_C] -= 1.0
-        return kl_C, ce_C, grad_CV
+        return kl_C, ce_C, grad_CV, xent_C
 
     ids_CK, logp_CK, rest_C = cached
     shared = tau == 1 and logq1_CV is not None
@@ -460,6 +488,8 @@ def _cached_chunk_terms(
     has_rest_C = rest_t_C > 0  # k = V leaves no rest bucket (log r_T = −inf)
     kl_rest_C = torch.where(has_rest_C, rest_t_C * (rest_C - log_rest_s_C), 0.0)
     kl_C = ((p_CK * (logp_CK - logq_CK)).sum(1) + kl_rest_C) * tau**2
+    xent_rest_C = torch.where(has_rest_C, rest_t_C * log_rest_s_C, 0.0)
+    xent_C = -((p_CK * logq_CK).sum(1) + xent_rest_C) * tau**2
     ratio_C = torch.where(has_rest_C, (rest_C - log_rest_s_C).exp(), 0.0)
     mass_C = p_CK.sum(1) + rest_t_C
     # ℓ = lam·kl + (1 − lam)·ce; dℓ/dz = lam·τ·(…) above, plus (1 − lam)·(q1 − onehot)
@@ -478,7 +508,7 @@ def _cached_chunk_terms(
             ce_grad_CV = logq1_CV.exp_()
             ce_grad_CV[rows_C, labels_C] -= 1.0
             grad_CV.add_(ce_grad_CV, alpha=1 - lam)
-    return kl_C, ce_C, grad_CV
+    return kl_C, ce_C, grad_CV, xent_C
 
 
 class _CachedDistillLoss(torch.autograd.Function):
@@ -500,7 +530,7 @@ class _CachedDistillLoss(torch.autograd.Function):
         chunk_size: int,
         need_hidden_grad: bool,
         need_head_grad: bool,
-    ) -> tuple[Tensor, Tensor, Tensor]:
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
 
         def terms(rows: slice, h_CH: Tensor, head_used_VH: Tensor):
             cached = None
@@ -515,7 +545,7 @@ class _CachedDistillLoss(torch.autograd.Function):
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, grad_loss: Tensor, _grad_soft: Tensor, _grad_hard: Tensor):
+    def backward(ctx, grad_loss: Tensor, _grad_soft: Tensor, _grad_hard: Tensor, _grad_ce: Tensor):
         return (*_scaled_saved_grads(ctx, grad_loss), *([None] * 11))
 
 
@@ -574,7 +604,7 @@ def distill_loss_chunked_cached(
         logp_NK = topk_logprobs_BTK.reshape(-1, K)[keep_N].float()
         rest_N = rest_logmass_BT.reshape(-1)[keep_N].float()
     grad_on = torch.is_grad_enabled()
-    loss, soft, hard = _CachedDistillLoss.apply(
+    loss, soft, hard, soft_ce = _CachedDistillLoss.apply(
         hidden_NH,
         student_head_VH,
         ids_NK,
@@ -589,4 +619,4 @@ def distill_loss_chunked_cached(
         grad_on and hidden_NH.requires_grad,
         grad_on and student_head_VH.requires_grad,
     )
-    return LossParts(loss=loss, soft=soft, hard=hard)
+    return LossParts(loss=loss, soft=soft, hard=hard, soft_ce=soft_ce)

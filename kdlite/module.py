@@ -70,7 +70,7 @@ class DistillModule(L.LightningModule):
         self.optim_settings = optim
         self.student: HiddenLM | None = None
         self.__dict__["_frozen_teacher"] = None  # see `teacher`
-        self._step_sums = torch.zeros(3)
+        self._step_sums = torch.zeros(4)  # loss, soft (KL), hard, soft_ce
         self._tokens_seen = 0
         self._global_tokens = 0.0
         self._step_started = time.perf_counter()
@@ -223,7 +223,8 @@ class DistillModule(L.LightningModule):
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         parts, n_tokens = self._forward_loss(batch, self.loss_settings.loss_norm)
-        self._step_sums += torch.stack([parts.loss, parts.soft, parts.hard]).detach().float().cpu()
+        terms = [parts.loss, parts.soft, parts.hard, parts.soft_ce]
+        self._step_sums += torch.stack(terms).detach().float().cpu()
         self._tokens_seen += n_tokens
         if (batch_idx + 1) % self.trainer.accumulate_grad_batches == 0:
             self._close_step()
@@ -251,6 +252,7 @@ class DistillModule(L.LightningModule):
             "train/loss": float(sums[0]),
             "train/soft": float(sums[1]),
             "train/hard": float(sums[2]),
+            "train/soft_ce": float(sums[3]),  # KL + teacher entropy: the study's logged soft loss
             "train/tokens_per_s": float(tokens) / max(elapsed, 1e-9),
             "train/tokens_seen": self._global_tokens,
             "lr": float(self.trainer.optimizers[0].param_groups[0]["lr"]),
@@ -287,9 +289,8 @@ class DistillModule(L.LightningModule):
         # `loss_norm` training uses: batches carry step_examples = 1, so sums are per-example means.
         parts, _ = self._forward_loss(batch, "sequence")
         n = torch.tensor(float(batch["n_weighted_examples"]), device=self.device)
-        row = torch.stack(
-            [parts.loss.detach(), parts.soft.detach(), parts.hard.detach(), n]
-        ).float()
+        terms = [parts.loss, parts.soft, parts.hard, parts.soft_ce]
+        row = torch.stack([*(t.detach() for t in terms), n]).float()
         self._val_sums[dataloader_idx] = self._val_sums.get(dataloader_idx, 0) + row
 
     def on_validation_epoch_end(self) -> None:
@@ -299,14 +300,15 @@ class DistillModule(L.LightningModule):
         for idx, prefix in ((0, "val"), (1, "val_full")):
             if idx >= n_loaders:
                 continue
-            sums = self._val_sums.get(idx, torch.zeros(4, device=self.device))
+            sums = self._val_sums.get(idx, torch.zeros(5, device=self.device))
             if self.trainer.world_size > 1:
                 sums = self.trainer.strategy.reduce(sums, reduce_op="sum")
-            count = sums[3].clamp_min(1.0)
+            count = sums[4].clamp_min(1.0)
             metrics = {
                 f"{prefix}/loss": sums[0] / count,
                 f"{prefix}/soft": sums[1] / count,
                 f"{prefix}/hard": sums[2] / count,
+                f"{prefix}/soft_ce": sums[3] / count,
             }
             if n_loaders == 1:  # lsp = 1, left crop: the full set is the cropped set
                 metrics.update({k.replace("val/", "val_full/"): v for k, v in metrics.items()})

@@ -41,12 +41,9 @@ DEFAULTS = {
 def parse(argv: list[str]) -> dict[str, Any]:
     from omegaconf import OmegaConf
 
-    if any(a in ("-h", "--help") for a in argv):
-        print(__doc__)
-        sys.exit(0)
-    bad = [a for a in argv if "=" not in a or a.split("=", 1)[0] not in DEFAULTS]
-    if bad:
-        sys.exit(f"unknown argument(s) {bad}; known keys: {sorted(DEFAULTS)}")
+    from kdlite.traces import check_args
+
+    check_args(argv, DEFAULTS, __doc__)
     cfg = OmegaConf.merge(OmegaConf.create(DEFAULTS), OmegaConf.from_dotlist(argv))
     # A merge of dict configs is a DictConfig, so its container is a dict; its keys are those of
     # DEFAULTS (str): unknown keys were rejected above.

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
@@ -32,19 +32,25 @@ OPTIONS = {
 }
 
 
+def check_args(argv: list[str], known: Collection[str], doc: str | None, also: str = "") -> None:
+    """Print `doc` and exit on -h/--help; exit naming them on arguments that are not `key=value`
+    with a known key (`also` lists what else the caller accepted before)."""
+    if any(a in ("-h", "--help") for a in argv):
+        print(doc)
+        sys.exit(0)
+    bad = [a for a in argv if "=" not in a or a.split("=", 1)[0] not in known]
+    if bad:
+        sys.exit(f"unknown argument(s) {bad}; known: {also}{sorted(known)}")
+
+
 def parse(argv: list[str]):
     """Split argv into Hydra overrides for the data group and this tool's own options."""
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    if any(a in ("-h", "--help") for a in argv):
-        print(__doc__)
-        sys.exit(0)
     data_args = [a for a in argv if a.startswith(("data=", "data."))]
     own = [a for a in argv if a not in data_args]
-    bad = [a for a in own if "=" not in a or a.split("=", 1)[0] not in OPTIONS]
-    if bad:
-        sys.exit(f"unknown argument(s) {bad}; known: data=..., data.<key>=..., {sorted(OPTIONS)}")
+    check_args(own, OPTIONS, __doc__, also="data=..., data.<key>=..., ")
     if not any(a.startswith("data=") for a in data_args):
         data_args.insert(0, "data=synthetic")
     overrides = [("+" + a if a.startswith("data=") else a) for a in data_args]

@@ -69,6 +69,9 @@ def test_run_directory_describes_itself(finished_run):
         "train/loss",
         "train/soft",
         "train/hard",
+        "train/soft_ce",
+        "val/soft_ce",
+        "val_full/soft_ce",
         "train/tokens_per_s",
         "train/tokens_seen",
         "lr",
@@ -82,6 +85,7 @@ def test_run_directory_describes_itself(finished_run):
         soft, hard = curve(r, "train/soft")[step], curve(r, "train/hard")[step]
         assert loss == pytest.approx(0.5 * soft + 0.5 * hard, rel=1e-5)
         assert soft > 0 and hard > 0
+        assert curve(r, "train/soft_ce")[step] > soft  # KL + a positive teacher entropy
     assert (r / "checkpoints" / "last.ckpt").is_file() and (
         r / "checkpoints" / "best.ckpt"
     ).is_file()

@@ -1,8 +1,15 @@
 """Relative training-loss differences between runs from their logged curves (the study's Tables 7-11).
 
 gap(t) = (L_partial(t) - L_ref(t)) / L_ref(t) on the steps both runs logged, reported as the mean
-over those steps ("avg") and at the last shared step ("last"), for the soft (KL) and hard (CE)
-terms. The reference of a left-cropped run with lsp < 1 is the run with the same condition at
+over those steps ("avg") and at the last shared step ("last"), for the soft and hard (CE) terms and
+the total. The soft term comes in two forms: `soft_ce`, the cross-entropy against the teacher's
+distribution (= KL + the teacher's entropy), which is what the study's code logged and its tables
+compare, and `soft`, the KL that kdlite optimises. They differ by the teacher's entropy on the
+run's supervised tokens, which does not depend on the student (but does on the crop: runs with
+different lsp average it over different tokens). The KL goes to 0 as the student approaches the
+teacher, so its relative gaps can be arbitrarily large and even change sign against the CE's;
+those of the soft CE stay on the scale the paper reports. `loss_ce` is the total as the study
+logged it, lam·soft_ce + (1 − lam)·hard. The reference of a left-cropped run with lsp < 1 is the run with the same condition at
 lsp 1.0; the reference of a right-cropped run is the left-cropped run at the same lsp (Right 50%
 against Left 50%). Steps are aligned by exact optimizer-step number, never interpolated: runs of one
 grid see the same examples in the same order, so step t is the same batch in both (cropped
@@ -62,9 +69,26 @@ def reference_for(run: Run, runs: list[Run]) -> Run | None:
 class GapRow:
     run: Run
     ref: Run
-    soft: Gap | None
+    soft: Gap | None  # KL
     hard: Gap | None
-    loss: Gap | None
+    loss: Gap | None  # lam·KL + (1 − lam)·CE: the optimised loss
+    soft_ce: Gap | None = None  # soft cross-entropy (KL + teacher entropy), as the study logged
+    loss_ce: Gap | None = None  # lam·soft_ce + (1 − lam)·hard, as the study logged
+
+
+TERMS = ("soft", "hard", "loss", "soft_ce", "loss_ce")
+
+
+def curve(run: Run, prefix: str, term: str) -> dict[int, float]:
+    """A logged column `{prefix}/{term}`; `loss_ce` is derived per step from the logged loss, KL
+    and soft CE (loss + lam·(soft_ce − soft)), on the steps that have all three."""
+    if term != "loss_ce":
+        return run.metrics.get(f"{prefix}/{term}", {})
+    loss, soft, soft_ce = (
+        run.metrics.get(f"{prefix}/{t}", {}) for t in ("loss", "soft", "soft_ce")
+    )
+    lam = float(run.get("lam", 0.5))
+    return {s: loss[s] + lam * (soft_ce[s] - soft[s]) for s in loss if s in soft and s in soft_ce}
 
 
 def loss_gaps(runs: list[Run], prefix: str = "train") -> tuple[list[GapRow], list[str]]:
@@ -79,13 +103,10 @@ def loss_gaps(runs: list[Run], prefix: str = "train") -> tuple[list[GapRow], lis
             missing.append(f"{run.name}: no reference run ({want}) for the loss gap")
             continue
         parts = {
-            term: relative_gap(
-                run.metrics.get(f"{prefix}/{term}", {}), ref.metrics.get(f"{prefix}/{term}", {})
-            )
-            for term in ("soft", "hard", "loss")
+            term: relative_gap(curve(run, prefix, term), curve(ref, prefix, term)) for term in TERMS
         }
         if all(v is None for v in parts.values()):
             missing.append(f"{run.name}: no shared logged steps with {ref.name}")
             continue
-        rows.append(GapRow(run, ref, parts["soft"], parts["hard"], parts["loss"]))
+        rows.append(GapRow(run, ref, **parts))
     return rows, missing

@@ -15,6 +15,7 @@ Accuracy is `avg_at_n` (full-output score, as lighteval reported it); strict is 
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -354,23 +355,28 @@ def _paper_gap_range(row: GapRow, term: str) -> str:
 
 
 def table_loss_gap(rows: list[GapRow], sweep: Sweep) -> str:
+    """Gaps of the soft loss as the study logged it (cross-entropy against the teacher = KL +
+    teacher entropy) and of the hard CE, next to the paper's ranges; the KL's gap (what kdlite
+    optimises) in the last columns. Runs that logged no `soft_ce` leave the soft CE cells blank."""
     out = []
     for row in rows:
         run = row.run
         comparison = f"{run.crop} {run.lsp} vs " + (
             f"left {row.ref.lsp}" if run.crop == "right" else "lsp 1.0"
         )
-        soft, hard = row.soft, row.hard
-        steps = next((g.n_steps for g in (soft, hard, row.loss) if g is not None), 0)
+        xent, hard, kl = row.soft_ce, row.hard, row.soft
+        steps = next((g.n_steps for g in (xent, hard, kl, row.loss) if g is not None), 0)
         out.append(
             [run.pair, run.data, sweep.label(run), comparison,
-             _signed_pct(soft.avg if soft else None), _signed_pct(soft.last if soft else None),
+             _signed_pct(xent.avg if xent else None), _signed_pct(xent.last if xent else None),
              _paper_gap_range(row, "soft"),
              _signed_pct(hard.avg if hard else None), _signed_pct(hard.last if hard else None),
-             _paper_gap_range(row, "hard"), steps]
+             _paper_gap_range(row, "hard"),
+             _signed_pct(kl.avg if kl else None), _signed_pct(kl.last if kl else None), steps]
         )  # fmt: skip
-    header = ["pair", "data", "condition", "comparison", "soft avg", "soft last", "paper soft avg",
-              "hard avg", "hard last", "paper hard avg", "steps"]  # fmt: skip
+    header = ["pair", "data", "condition", "comparison", "soft CE avg", "soft CE last",
+              "paper soft avg", "hard avg", "hard last", "paper hard avg", "KL avg", "KL last",
+              "steps"]  # fmt: skip
     return markdown_table(header, out)
 
 
@@ -380,7 +386,8 @@ def table_validation(sweep: Sweep) -> str:
     rows: list[list[Any]] = []
     for run in sweep.trained:
         last = {}
-        for key in ("val/loss", "val_full/loss", "val_full/soft", "val_full/hard"):
+        for key in ("val/loss", "val_full/loss", "val_full/soft", "val_full/soft_ce",
+                    "val_full/hard"):  # fmt: skip
             series = run.metrics.get(key) or {}
             last[key] = series[max(series)] if series else None
         if all(v is None for v in last.values()):
@@ -393,7 +400,7 @@ def table_validation(sweep: Sweep) -> str:
         return "_(no validation losses logged)_\n"
     rows.sort(key=lambda r: (str(r[1]), r[3], -float(r[2])))
     header = ["run", "supervise", "lsp", "crop", "lam", "val loss (cropped)", "val loss (full)",
-              "full: soft (KL)", "full: hard (CE)"]  # fmt: skip
+              "full: soft (KL)", "full: soft CE (KL + teacher entropy)", "full: hard (CE)"]  # fmt: skip
     return markdown_table(header, rows)
 
 
@@ -419,6 +426,55 @@ def table_derived(sweep: Sweep) -> str:
         return "_(no evaluation results with this diagnostic; evaluate.py writes it)_\n"
     header = ["run", "supervise", "lsp", "crop", "lam", "bench", "acc %",
               "derived before reflecting %", "truncated %"]  # fmt: skip
+    return markdown_table(header, rows)
+
+
+def read_probe(run: Run) -> dict[str, Any] | None:
+    """`<run>/probe.json` (written by `python -m kdlite.probe`); None when absent. An unreadable
+    file is recorded on the run's problems, not raised."""
+    path = run.path / "probe.json"
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+        points = data["points"]
+        if not isinstance(points, dict):
+            raise ValueError("'points' is not a mapping")
+        return data
+    except Exception as err:  # one bad file must not hide the rest of the report
+        run.problems.append(f"unreadable probe.json ({type(err).__name__}: {err})")
+        return None
+
+
+def table_probe(sweep: Sweep) -> str:
+    """The closing probe per model: mean summed log-prob of the closing at each probe point, and
+    the share of traces whose closing is all argmax tokens (kdlite/analysis/probe.py)."""
+    found = []
+    for run in sorted(sweep.runs, key=lambda r: (not r.is_baseline, str(r.get("supervise")),
+                                                   r.crop, -r.lsp, r.name)):  # fmt: skip
+        data = read_probe(run)
+        if data is not None:
+            found.append((run, data))
+    names: list[str] = []  # probe points in the files' order
+    for _, data in found:
+        names += [p for p in data["points"] if p not in names]
+    rows: list[list[Any]] = []
+    for run, data in found:
+        where = (
+            ["baseline", "", ""] if run.is_baseline else [run.get("supervise"), run.lsp, run.crop]
+        )
+        cells = []
+        for point in names:
+            res = data["points"].get(point)
+            cells.append(
+                "" if res is None
+                else f"{res['logprob']:.2f} ({100 * res['greedy_closes']:.0f}%)"
+            )  # fmt: skip
+        rows.append([run.name, *where, data.get("n", ""), *cells])
+    if not rows:
+        return "_(no probe.json in any run; `python -m kdlite.probe` writes it)_\n"
+    header = ["run", "supervise", "lsp", "crop", "traces",
+              *(f"{p.replace('_', ' ')}: log-prob (greedy closes)" for p in names)]  # fmt: skip
     return markdown_table(header, rows)
 
 
@@ -688,11 +744,24 @@ def write_report(
         "answer, then reflect without ever closing its think block (see truncated). Lenient: any "
         "such result counts, also an intermediate value equal to the answer.\n",
         table_derived(sweep),
+        "## Closing probe (diagnostic)\n",
+        "Does the model still close with an answer? Mean over held-out synthetic traces of the "
+        "summed log-prob of ` The answer is \\boxed{N}.` + end token under teacher forcing, after "
+        "the trace's first pass, after its re-check, and after `</think>` and the answer's chain "
+        "line (there with `<|im_end|>`, as the trace writes it); in brackets the share of traces "
+        "whose every closing token is the model's argmax. Definition and caveats: "
+        "`kdlite/analysis/probe.py`; written by `python -m kdlite.probe` as `<run>/probe.json`.\n",
+        table_probe(sweep),
         "## Training-loss gap (Tables 7–11)\n",
-        "(L_partial(t) − L_ref(t)) / L_ref(t) on shared logged steps of `train/soft` and `train/hard`: "
-        "mean over steps (avg) and at the last shared step. Reference: the lsp 1.0 run for a left "
-        "crop, the left run at the same lsp for a right crop. The paper states left vs right as "
-        "(L_left − L_right)/L_right = −9…−20%; it is shown here converted to right vs left.\n",
+        "(L_partial(t) − L_ref(t)) / L_ref(t) on shared logged steps: mean over steps (avg) and at "
+        "the last shared step. Soft CE is `train/soft_ce`, the cross-entropy against the teacher's "
+        "distribution (= KL + teacher entropy): the quantity the study's code logged as its soft "
+        "loss and its Tables 7–11 compare, so it is the one beside the paper's range. KL is "
+        "`train/soft`, what kdlite optimises; it goes to 0 as the student approaches the teacher, "
+        "so its relative gaps can explode or flip sign. Hard is `train/hard`. Reference: the "
+        "lsp 1.0 run for a left crop, the left run at the same lsp for a right crop. The paper "
+        "states left vs right as (L_left − L_right)/L_right = −9…−20%; it is shown here converted "
+        "to right vs left. The figure plots the KL and hard curves.\n",
         f"![loss gap]({FIGURES['gap']})\n",
         table_loss_gap(gap_rows, sweep),
         "## Validation loss on full examples\n",

@@ -66,6 +66,10 @@ class Probe(L.Callback):
         teacher = pl_module.teacher
         self.bytes["teacher_params"] = _local_bytes(teacher.parameters()) if teacher else 0
 
+    def on_validation_batch_end(self, trainer, pl_module, *args: Any, **kwargs: Any) -> None:
+        params = pl_module.student.parameters()
+        self.bytes.setdefault("student_params_in_val", _local_bytes(params))
+
     def on_validation_end(self, trainer, pl_module) -> None:
         params = pl_module.student.parameters()
         self.bytes.setdefault("student_params_after_val", _local_bytes(params))

@@ -170,6 +170,8 @@ def test_fsdp_kill_after_a_checkpoint_and_resume_reproduce_the_curve(runs, tmp_p
     assert 1 in logged and 2 not in logged  # killed after the 3rd step's save, before its row
     second = launch(out, run_dir, 2, STRATEGY["fsdp"])
     assert second.returncode == 0, second.stderr[-3000:]
+    # resuming moves and merges metrics.csv: rank 0's job alone (8 ranks used to race on it)
+    assert json.loads((tmp_path / "killed.json.rank1.opens.json").read_text()) == []
     for key in ("train/loss", "train/tokens_seen", "val/loss"):
         ref, got = curve(runs["fsdp"], key), curve(run_dir, key)
         assert sorted(got) == sorted(ref), key
