@@ -11,8 +11,9 @@ with `os._exit` right after optimizer step k's `last.ckpt` is written and before
 metrics row is logged (the worst moment for the metrics): a kill, not a clean stop.
 
 On ranks other than 0 an audit hook records every file opened for writing, renamed, removed or
-created under the run directory, and every opening of `best.ckpt`, into OUT_JSON.rankN.opens.json:
-only rank 0 writes the run's files and reads `best.ckpt` for the export.
+created under the run directory, every opening of `best.ckpt`, and any call of the metrics
+set-aside/merge, into OUT_JSON.rankN.opens.json: only rank 0 writes the run's files and reads
+`best.ckpt` for the export.
 """
 
 from __future__ import annotations
@@ -115,6 +116,18 @@ def audit_opens(run_dir: str, record: list[str]) -> None:
             record.append(f"{event} {path}")
 
     sys.addaudithook(hook)
+    # The metrics set-aside/merge of a resume is rank 0's alone: record any call elsewhere, also
+    # one that found nothing to move (a lost race on a shared file system is timing-dependent).
+    import kdlite.training as training
+
+    for name in ("set_aside_metrics", "merge_metrics"):
+        original = getattr(training, name)
+
+        def recorder(*args: Any, _name: str = name, _original: Any = original, **kw: Any) -> Any:
+            record.append(f"called {_name}")
+            return _original(*args, **kw)
+
+        setattr(training, name, recorder)
 
 
 def main() -> None:
