@@ -24,7 +24,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from kdlite.cache import cache_root
-from kdlite.config import ConfigError, accumulation, validate, world_size
+from kdlite.checkpoint import AtomicCheckpointIO, ensure_writable, resume_checkpoint
+from kdlite.config import ConfigError, accumulation, check_vocab_rows, validate, world_size
 from kdlite.models import DTYPES, ModelLoadError, ModelSpec
 
 log = logging.getLogger(__name__)
@@ -264,8 +265,10 @@ def train(cfg: DictConfig) -> RunResult:
         else:
             teacher = model_spec(cfg.pair.teacher)
     check_tokenizers(cfg.pair, tokenizer, teacher)
+    check_vocab_rows(cfg.pair, len(tokenizer), ("student", "teacher") if teacher else ("student",))
 
     write_run_files(run_dir, cfg)
+    ensure_writable(run_dir / "checkpoints")
     if teacher is not None:  # which teacher taught (a bootstrapped one lives in the cache)
         (run_dir / "teacher.txt").write_text(f"{teacher_location(teacher)}\n")
     accelerator = cfg.trainer.accelerator
@@ -357,13 +360,13 @@ def train(cfg: DictConfig) -> RunResult:
         num_sanity_val_steps=0,
         deterministic=cfg.trainer.deterministic,
         default_root_dir=str(run_dir),
+        plugins=[AtomicCheckpointIO()],
     )
-    resume_from = ckpt_dir / "last.ckpt"
-    ckpt_path = str(resume_from) if cfg.resume and resume_from.exists() else None
+    ckpt_path = resume_checkpoint(ckpt_dir / "last.ckpt", cfg.resume)  # vetted, weights-only
     if ckpt_path:
         log.info("resuming from %s", ckpt_path)
         set_aside_metrics(run_dir)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=False)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     merge_metrics(run_dir)
 
     best_score = best.best_model_score
