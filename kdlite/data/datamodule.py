@@ -228,7 +228,10 @@ def _save_rendered(path: Path, train: Sequence[Any], val: Sequence[Any], manifes
     tmp = path.with_suffix(".tmp.npz")
     np.savez(tmp, **arrays)  # type: ignore[arg-type]  # numpy's stub types **kwds as bool
     tmp.replace(path)
-    path.with_suffix(".manifest.json").write_text(json.dumps(manifest, indent=1))
+    # Written last and renamed into place: prepare_data trusts the cache only when both exist.
+    manifest_tmp = path.with_suffix(".manifest.json.tmp")
+    manifest_tmp.write_text(json.dumps(manifest, indent=1))
+    manifest_tmp.replace(path.with_suffix(".manifest.json"))
 
 
 def _load_rendered(path: Path) -> tuple[list[Any], list[Any], dict]:
