@@ -103,13 +103,13 @@ def safe_load(path: str | Path, map_location: Any = "cpu", *, mmap: bool = False
         with torch.serialization.safe_globals(SAFE_GLOBALS):
             return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as err:
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        unsupported = [ln.strip() for ln in str(err).splitlines() if "Unsupported" in ln]
+        # torch's text also advises `weights_only=False`; only the line naming the object is kept.
+        named = [ln.strip() for ln in str(err).splitlines() if "unsupported" in ln.lower()]
         raise CheckpointError(
             f"{path} was refused: it holds objects a checkpoint never needs "
-            f"({unsupported[0] if unsupported else reason}). kdlite loads checkpoints "
-            "weights-only, so a file planted in a run directory cannot run code. If you did not "
-            f"write it, do not trust this run directory; {START_OVER}."
+            f"({named[0] if named else 'outside the weights-only allow-list'}). kdlite loads "
+            "checkpoints weights-only, so a file planted in a run directory cannot run code. If "
+            f"you did not write it, do not trust this run directory; {START_OVER}."
         ) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError) as err:
         raise CheckpointError(

@@ -197,8 +197,9 @@ def cache_key(spec: DataSpec, tokenizer_fp: str, content: dict[str, Any] | None 
     """Key of the tokenised cache: the data config, the tokenizer and the content that was read
     (`sources.source_content`: file hashes or the Hub commit), so a data file edited in place or a
     new Hub revision is never served from the old cache."""
+    what = {k: v for k, v in (content or {}).items() if k != "files"}  # mtimes: manifest only
     blob = json.dumps(
-        {"spec": asdict(spec), "tok": tokenizer_fp, "content": content, "v": CACHE_VERSION},
+        {"spec": asdict(spec), "tok": tokenizer_fp, "content": what, "v": CACHE_VERSION},
         sort_keys=True,
     )
     return hashlib.sha1(blob.encode()).hexdigest()[:16]

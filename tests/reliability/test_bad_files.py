@@ -57,7 +57,8 @@ def test_data_file_edited_in_place_is_never_served_from_the_old_cache(tmp_path, 
     assert second.manifest["fingerprint"] != first.manifest["fingerprint"]
     assert second.manifest["content"]["sha256"] == second.manifest["fingerprint"]
     assert second.manifest["content"]["files"][0][0] == "data.jsonl"
-    # An unchanged file is served from the cache (no re-render).
+    # Unchanged bytes are served from the cache (no re-render), even after a `touch`.
+    os.utime(path)
     third = _module(path, embedded_tokenizer)
     assert third.cache_path == second.cache_path
 

@@ -70,8 +70,10 @@ def test_planted_checkpoint_is_refused_and_runs_nothing(tmp_path, kind):
     marker = tmp_path / "PWNED"
     ckpt = tmp_path / "last.ckpt"
     _plant(ckpt, marker, kind)
-    with pytest.raises(CheckpointError, match=r"last\.ckpt was refused.*cannot run code"):
+    with pytest.raises(CheckpointError, match=r"last\.ckpt was refused.*cannot run code") as err:
         resume_checkpoint(ckpt, resume=True)
+    assert "unsupported" in str(err.value).lower()  # names what it refused
+    assert "weights_only` set to `False`" not in str(err.value)  # and never advises the unsafe load
     with pytest.raises(CheckpointError, match="was refused"):
         AtomicCheckpointIO().load_checkpoint(ckpt)
     assert not marker.exists()
