@@ -396,11 +396,29 @@ class _BadLine:
     detail: str
 
 
-def _read_parquet_file(file: Path) -> Iterator[dict[str, Any]]:
+def _parquet(file: Path) -> Any:
+    """A ParquetFile; DataError naming the file when it is cut short or not Parquet (a file is
+    all or nothing: its rows cannot be counted one by one like JSONL lines)."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    for batch in pq.ParquetFile(file).iter_batches(batch_size=1024):
-        yield from batch.to_pylist()
+    try:
+        return pq.ParquetFile(file)
+    except (pa.ArrowException, OSError) as err:
+        raise DataError(
+            f"{file}: not a readable Parquet file ({err}); a download or copy cut short? "
+            "Fetch it again, or remove it from the folder"
+        ) from err
+
+
+def _read_parquet_file(file: Path) -> Iterator[dict[str, Any]]:
+    import pyarrow as pa
+
+    try:
+        for batch in _parquet(file).iter_batches(batch_size=1024):
+            yield from batch.to_pylist()
+    except pa.ArrowException as err:
+        raise DataError(f"{file}: Parquet data unreadable past some rows ({err})") from err
 
 
 def _hash_files(files: list[Path], root: Path | None = None) -> str:
@@ -486,9 +504,7 @@ def _open_local(local: Path, split: str, revision: str | None, limit: int | None
     files = _local_files(local)
     columns: list[str] | None = None
     if all(f.suffix == ".parquet" for f in files):
-        import pyarrow.parquet as pq
-
-        columns = sorted({name for f in files for name in pq.read_schema(f).names})
+        columns = sorted({name for f in files for name in _parquet(f).schema_arrow.names})
     chained = (
         row
         for f in files

@@ -9,6 +9,8 @@ Groups: `test_bad_rows.py` (per dataset layout), `test_bad_files.py`, `test_bad_
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 
@@ -28,3 +30,21 @@ def no_model_load(monkeypatch):
     monkeypatch.setattr(module_mod, "load_model", boom)
     monkeypatch.setattr("kdlite.models.load_model", boom)
     return boom
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory, embedded_tokenizer) -> Path:
+    """An HF folder: a 1-layer random Qwen3 on the embedded tokenizer, for evaluation runs."""
+    import torch
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    torch.manual_seed(0)
+    tok = embedded_tokenizer
+    cfg = Qwen3Config(vocab_size=len(tok), hidden_size=32, intermediate_size=64,
+                      num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1,
+                      head_dim=16, eos_token_id=tok.convert_tokens_to_ids("<|im_end|>"),
+                      pad_token_id=tok.pad_token_id)  # fmt: skip
+    path = tmp_path_factory.mktemp("tiny-model")
+    Qwen3ForCausalLM(cfg).save_pretrained(path)
+    tok.save_pretrained(path)
+    return path

@@ -14,6 +14,7 @@ REPO = Path(__file__).resolve().parents[2]
 CONF = REPO / "conf"
 FIXTURES = REPO / "tests" / "fixtures" / "reliability"
 DATA_FIXTURES = REPO / "tests" / "fixtures" / "data"
+TINY_BENCH = REPO / "tests" / "fixtures" / "eval" / "tiny.jsonl"  # 3 problems
 register_configs()
 
 # A tiny run in seconds: the shipped tiny pair on a small slice of the synthetic corpus.
@@ -47,3 +48,15 @@ def own_row(i: int) -> dict:
         "cot": f"{i} + {i} = {2 * i}. Check: {2 * i} - {i} = {i}.",
         "answer": f"\\boxed{{{2 * i}}}",
     }
+
+
+def compose_eval(*overrides: str):
+    import kdlite.eval.config  # noqa: F401  (registers eval_schema)
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose("eval", overrides=list(overrides))
+
+
+def small(*extra: str) -> tuple[str, ...]:
+    return ("bench=jsonl", f"benches.jsonl.path={TINY_BENCH}", "n_samples=2",
+            "max_new_tokens=6", "batch_size=4", "grade_workers=1", *extra)  # fmt: skip

@@ -5,34 +5,19 @@ loads."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
-from reliability_helpers import CONF, REPO
+from reliability_helpers import compose_eval, small
 
 from kdlite.eval.benchmarks import EvalError
 from kdlite.eval.store import GenerationStore
 
 PROTO = {"model": "m", "n_samples": 2, "max_new_tokens": 16}
-TINY_BENCH = REPO / "tests" / "fixtures" / "eval" / "tiny.jsonl"
 
 
 def rec(pid: str, s: int, **over) -> dict:
     return {"id": pid, "sample": s, "text": f"{pid}-{s}", "n_tokens": 3, "finish_reason": "stop",
             "seed": 1, "backend": "x", "versions": {}, **over}  # fmt: skip
-
-
-def compose_eval(*overrides: str):
-    import kdlite.eval.config  # noqa: F401  (registers eval_schema)
-
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose("eval", overrides=list(overrides))
-
-
-def small(*extra: str) -> tuple[str, ...]:
-    return ("bench=jsonl", f"benches.jsonl.path={TINY_BENCH}", "n_samples=2",
-            "max_new_tokens=6", "batch_size=4", "grade_workers=1", *extra)  # fmt: skip
 
 
 # ---- protocol of stored generations -----------------------------------------------------------
@@ -55,23 +40,6 @@ def test_empty_generations_without_protocol_start_fresh(tmp_path):
     (tmp_path / "generations.jsonl").write_text("")
     store = GenerationStore(tmp_path, PROTO)
     assert len(store) == 0 and json.loads((tmp_path / "protocol.json").read_text()) == PROTO
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory, embedded_tokenizer) -> Path:
-    import torch
-    from transformers import Qwen3Config, Qwen3ForCausalLM
-
-    torch.manual_seed(0)
-    tok = embedded_tokenizer
-    cfg = Qwen3Config(vocab_size=len(tok), hidden_size=32, intermediate_size=64,
-                      num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1,
-                      head_dim=16, eos_token_id=tok.convert_tokens_to_ids("<|im_end|>"),
-                      pad_token_id=tok.pad_token_id)  # fmt: skip
-    path = tmp_path_factory.mktemp("tiny-model")
-    Qwen3ForCausalLM(cfg).save_pretrained(path)
-    tok.save_pretrained(path)
-    return path
 
 
 def test_rerun_with_other_settings_and_no_protocol_is_refused(tmp_path, tiny_model):

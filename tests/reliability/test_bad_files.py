@@ -27,6 +27,22 @@ def test_json_array_in_a_jsonl_file_says_so(tmp_path, indent):
     assert len(load_examples(SourceSpec("jsonl", path=str(tmp_path / "rows.json"))).examples) == 4
 
 
+def test_truncated_parquet_file_is_named(tmp_path):
+    """Before: pyarrow's ArrowInvalid ("magic bytes not found"), no file named in a folder of many."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    folder = tmp_path / "shards"
+    folder.mkdir()
+    for i in range(2):
+        table = pa.Table.from_pylist([own_row(10 * i + j) for j in range(1, 6)])
+        pq.write_table(table, folder / f"part-{i}.parquet")
+    cut = folder / "part-1.parquet"
+    cut.write_bytes(cut.read_bytes()[: cut.stat().st_size // 2])
+    with pytest.raises(DataError, match=r"part-1\.parquet: not a readable Parquet file"):
+        load_examples(SourceSpec("jsonl", path=str(folder)))
+
+
 def _module(path, tokenizer) -> DistillDataModule:
     spec = DataSpec(name="jsonl", path=str(path), train_size=8, val_size=2, max_tokens=4096)
     return DistillDataModule(spec, tokenizer, Knobs(examples_per_step=2, micro_examples=2))

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from reliability_helpers import make_cfg
+from reliability_helpers import compose_eval, make_cfg, small
 from torch._weights_only_unpickler import _get_allowed_globals
 
 import kdlite.training as training_mod
@@ -232,3 +232,36 @@ def test_exported_weights_have_the_mode_of_the_other_files(tmp_path, embedded_to
     modes = {p.name: p.stat().st_mode & 0o777 for p in out.iterdir() if p.is_file()}
     assert modes["model.safetensors"] == 0o644
     assert set(modes.values()) == {0o644}, modes
+
+
+# ---- kill during generation -------------------------------------------------------------------
+def test_kill_during_generation_resumes_each_sample_exactly_once(tmp_path, tiny_model, monkeypatch):
+    """A kill after the first batch (and mid-write of the next line): the rerun keeps the stored
+    samples byte for byte, drops the cut line, generates only the rest, and grades all 6."""
+    import json
+
+    from kdlite.eval.run import evaluate
+    from kdlite.eval.store import GenerationStore
+
+    cfg = compose_eval(*small(f"model={tiny_model}", f"out_dir={tmp_path / 'ev'}"))
+    real_append = GenerationStore.append
+
+    def killed_after_first_batch(self, records):
+        real_append(self, records)
+        with self.path.open("a") as f:
+            f.write('{"id": "p2", "sample": 1, "te')  # the next line, cut by the kill
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(GenerationStore, "append", killed_after_first_batch)
+    with pytest.raises(KeyboardInterrupt):
+        evaluate(cfg)
+    (gens,) = (tmp_path / "ev").glob("*/eval/jsonl/generations.jsonl")
+    kept = gens.read_text().splitlines()[:-1]  # the complete lines written before the kill
+    assert len(kept) == 4  # batch_size=4
+    monkeypatch.setattr(GenerationStore, "append", real_append)
+    (res,) = evaluate(cfg)
+    lines = gens.read_text().splitlines()
+    assert lines[:4] == kept
+    keys = sorted((json.loads(x)["id"], json.loads(x)["sample"]) for x in lines)
+    assert keys == [(p, s) for p in ("p1", "p2", "p3") for s in (0, 1)]
+    assert res["generation"]["this_call"]["samples"] == 2 and res["grading"]["ok"] == 6
