@@ -331,19 +331,22 @@ def _numbers(cfg: DictConfig | TrainConfig) -> list[str]:
 
 
 def _devices(devices: Any) -> list[str]:
-    """`trainer.devices`: a count >= 1, -1 / "auto" (all visible), or a non-empty list of ids."""
+    """`trainer.devices`: a count >= 1, -1 / "auto" (all visible), or a non-empty list of ids
+    (a list, or a string like "0,1" as Lightning takes it)."""
+    bad = [f"trainer.devices={devices}: must be >= 1, -1 (all visible), auto or a list of ids"]
     if OmegaConf.is_list(devices) or isinstance(devices, (list, tuple)):
-        if len(devices) == 0:
-            return ["trainer.devices=[]: list at least one device id"]
-        return []
-    if isinstance(devices, str) and not devices.lstrip("-").isdigit():
-        return (
-            [] if devices == "auto" else [f"trainer.devices={devices}: a count, -1, auto or a list"]
-        )
+        return [] if len(devices) else bad
+    if isinstance(devices, str):
+        text = devices.strip()
+        if text == "auto":
+            return []
+        if "," in text:
+            ids = [part.strip() for part in text.split(",") if part.strip()]
+            return [] if ids and all(i.isdigit() for i in ids) else bad
+        if not text.lstrip("-").isdigit():
+            return bad
     n = int(devices)
-    if n == 0 or n < -1:
-        return [f"trainer.devices={devices}: must be >= 1, -1 (all visible) or auto"]
-    return []
+    return bad if n == 0 or n < -1 else []
 
 
 def validate(cfg: DictConfig | TrainConfig) -> None:

@@ -20,6 +20,8 @@ BAD = {
     "optim.max_steps=0": "optim.max_steps=0",
     "optim.betas=[0.9,1.5]": "optim.betas[1]=1.5",
     "trainer.devices=0": "trainer.devices=0",
+    "trainer.devices=[]": "trainer.devices=[]",
+    "trainer.devices=gpu": "trainer.devices=gpu",
     "seed=-1": "seed=-1: must be in [0, 2**32 - 1]",
     "seed=4294967296": "seed=4294967296",
     "data.seed=-3": "data.seed=-3",
@@ -62,6 +64,7 @@ def test_all_problems_are_listed_at_once(tmp_path):
         ("optim.grad_clip=0",),  # 0 = no clipping, as documented
         ("trainer.devices=-1",),
         ("trainer.devices=auto",),
+        ("trainer.devices='0,1'", "batch.micro_examples=2"),
         ("seed=4294967295",),
     ],
 )
