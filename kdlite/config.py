@@ -8,6 +8,7 @@ loaded, with the key in the message. Numeric ranges OmegaConf cannot express (`l
 """
 
 import hashlib
+import math
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -243,27 +244,128 @@ def _unknown_keys(cfg: DictConfig, schema: DictConfig, prefix: str = "") -> list
     return unknown
 
 
+SEED_MAX = 2**32 - 1  # numpy's and Lightning's seed range
+
+
+def _finite(value: Any) -> bool:
+    try:
+        return math.isfinite(float(value))
+    except (TypeError, ValueError):
+        return False
+
+
+def _numbers(cfg: DictConfig | TrainConfig) -> list[str]:
+    """Every number the run divides by, multiplies with or seeds from, in its allowed range.
+
+    NaN fails every comparison, so each float is first checked to be finite: `temperature=nan`
+    would otherwise pass `> 0`-style checks and train on NaN losses to the end, exit 0.
+    """
+    problems = []
+    floats = {
+        "lsp": cfg.lsp,
+        "lam": cfg.lam,
+        "temperature": cfg.temperature,
+        "optim.lr": cfg.optim.lr,
+        "optim.weight_decay": cfg.optim.weight_decay,
+        "optim.warmup_ratio": cfg.optim.warmup_ratio,
+        "optim.grad_clip": cfg.optim.grad_clip,
+        "pair.bootstrap.lr": cfg.pair.bootstrap.lr,
+    }
+    for i, beta in enumerate(cfg.optim.betas):
+        floats[f"optim.betas[{i}]"] = beta
+    bad = {key for key, value in floats.items() if not _finite(value)}
+    problems += [f"{key}={floats[key]}: must be a finite number" for key in sorted(bad)]
+    o = cfg.optim
+    ranges = [
+        ("lsp", 0.0 < float(cfg.lsp) <= 1.0, "must be in (0, 1]"),
+        ("lam", 0.0 <= float(cfg.lam) <= 1.0, "must be in [0, 1]"),
+        ("temperature", float(cfg.temperature) > 0, "must be > 0"),
+        ("optim.lr", float(o.lr) > 0, "must be > 0"),
+        ("pair.bootstrap.lr", float(cfg.pair.bootstrap.lr) > 0, "must be > 0"),
+        ("optim.weight_decay", float(o.weight_decay) >= 0, "must be >= 0"),
+        ("optim.warmup_ratio", 0 <= float(o.warmup_ratio) < 1, "must be in [0, 1)"),
+        ("optim.grad_clip", float(o.grad_clip) >= 0, "must be >= 0 (0 = no clipping)"),
+    ]
+    ranges += [
+        (f"optim.betas[{i}]", 0 <= float(beta) < 1, "must be in [0, 1)")
+        for i, beta in enumerate(o.betas)
+    ]
+    problems += [
+        f"{key}={floats[key]}: {rule}" for key, ok, rule in ranges if key not in bad and not ok
+    ]
+
+    ints = [
+        ("batch.examples_per_step", cfg.batch.examples_per_step, 1),
+        ("batch.micro_examples", cfg.batch.micro_examples, 1),
+        ("data.max_tokens", cfg.data.max_tokens, 2),
+        ("data.train_size", cfg.data.train_size, 1),
+        ("data.val_size", cfg.data.val_size, 0),
+        ("trainer.chunk_size", cfg.trainer.chunk_size, 1),
+        ("trainer.num_nodes", cfg.trainer.num_nodes, 1),
+        ("trainer.checkpoint_every", cfg.trainer.checkpoint_every, 1),
+        ("trainer.log_every_n_steps", cfg.trainer.log_every_n_steps, 1),
+        ("trainer.num_workers", cfg.trainer.num_workers, 0),
+        ("teacher_cache_k", cfg.teacher_cache_k, 1),
+        ("pair.bootstrap.epochs", cfg.pair.bootstrap.epochs, 1),
+        ("pair.bootstrap.examples_per_step", cfg.pair.bootstrap.examples_per_step, 1),
+        ("pair.bootstrap.micro_examples", cfg.pair.bootstrap.micro_examples, 1),
+    ]
+    if cfg.data.limit is not None:
+        ints.append(("data.limit", cfg.data.limit, 1))
+    if cfg.data.synthetic_size is not None:
+        ints.append(("data.synthetic_size", cfg.data.synthetic_size, 1))
+    if cfg.trainer.num_threads is not None:
+        ints.append(("trainer.num_threads", cfg.trainer.num_threads, 1))
+    problems += [f"{key}={value}: must be >= {low}" for key, value, low in ints if value < low]
+    if o.epochs < 0 or (o.epochs == 0 and o.max_steps <= 0):
+        problems.append(
+            f"optim.epochs={o.epochs}: must be >= 1 (or 0 with optim.max_steps > 0); "
+            "no training would export the untrained student as the run's result"
+        )
+    if o.max_steps == 0 or o.max_steps < -1:
+        problems.append(f"optim.max_steps={o.max_steps}: must be -1 (no limit) or >= 1")
+    for key, seed in (("seed", cfg.seed), ("data.seed", cfg.data.seed)):
+        if not 0 <= seed <= SEED_MAX:
+            problems.append(f"{key}={seed}: must be in [0, 2**32 - 1] (numpy's seed range)")
+    problems += _devices(cfg.trainer.devices)
+    from kdlite.models import DTYPES
+
+    if cfg.trainer.teacher_dtype not in (*DTYPES, "auto"):  # auto: kdlite.parallel resolves it
+        problems.append(
+            f"trainer.teacher_dtype={cfg.trainer.teacher_dtype}: must be one of {list(DTYPES)}"
+        )
+    return problems
+
+
+def _devices(devices: Any) -> list[str]:
+    """`trainer.devices`: a count >= 1, -1 / "auto" (all visible), or a non-empty list of ids
+    (a list, or a string like "0,1" as Lightning takes it)."""
+    bad = [f"trainer.devices={devices}: must be >= 1, -1 (all visible), auto or a list of ids"]
+    if OmegaConf.is_list(devices) or isinstance(devices, (list, tuple)):
+        return [] if len(devices) else bad
+    if isinstance(devices, str):
+        text = devices.strip()
+        if text == "auto":
+            return []
+        if "," in text:
+            ids = [part.strip() for part in text.split(",") if part.strip()]
+            return [] if ids and all(i.isdigit() for i in ids) else bad
+        if not text.lstrip("-").isdigit():
+            return bad
+    n = int(devices)
+    return bad if n == 0 or n < -1 else []
+
+
 def validate(cfg: DictConfig | TrainConfig) -> None:
-    """Range and consistency checks that the schema's types cannot express."""
+    """Range and consistency checks that the schema's types cannot express.
+
+    Every problem found is reported at once, each naming its key, before anything is loaded.
+    """
     problems = []
     if isinstance(cfg, DictConfig):
         for key in _unknown_keys(cfg, OmegaConf.structured(TrainConfig)):
             problems.append(f"{key}: unknown key (not in kdlite.config.TrainConfig)")
-    if not 0.0 < float(cfg.lsp) <= 1.0:
-        problems.append(f"lsp={cfg.lsp}: must be in (0, 1]")
-    if not 0.0 <= float(cfg.lam) <= 1.0:
-        problems.append(f"lam={cfg.lam}: must be in [0, 1]")
-    if float(cfg.temperature) <= 0:
-        problems.append(f"temperature={cfg.temperature}: must be > 0")
-    b = cfg.batch
-    if b.examples_per_step < 1 or b.micro_examples < 1:
-        problems.append("batch.examples_per_step and batch.micro_examples must be >= 1")
-    if cfg.optim.lr <= 0:
-        problems.append(f"optim.lr={cfg.optim.lr}: must be > 0")
-    if not 0 <= cfg.optim.warmup_ratio < 1:
-        problems.append(f"optim.warmup_ratio={cfg.optim.warmup_ratio}: must be in [0, 1)")
-    if cfg.data.max_tokens < 2:
-        problems.append(f"data.max_tokens={cfg.data.max_tokens}: must be >= 2")
+    problems += _numbers(cfg)
     from kdlite.models import INITS
 
     for role in ("teacher", "student"):
@@ -281,6 +383,53 @@ def validate(cfg: DictConfig | TrainConfig) -> None:
             )
     if problems:
         raise ConfigError("invalid config:\n  " + "\n  ".join(problems))
+
+
+def check_vocab_rows(
+    pair: Any, n_tokens: int, roles: tuple[str, ...] = ("teacher", "student")
+) -> None:
+    """Refuse a model whose output head has fewer rows than the tokenizer has ids, before weights load.
+
+    Known without loading: a named model's `config.json` (transformers' AutoConfig: one small file
+    from the folder or the Hub cache) and the study's Qwen3 shapes (151,936 rows); the tiny shapes
+    and shipped tiny weights are sized to the tokenizer. A model whose config cannot be read here is
+    left to the check after loading (kdlite/module.py).
+    """
+    from kdlite.models import QWEN3_SHAPES
+
+    problems = []
+    for role in roles:
+        m = getattr(pair, role)
+        rows: int | None = None
+        if m.shape is not None:
+            if not str(m.shape).startswith("tiny") and m.shape in QWEN3_SHAPES:
+                rows = int(QWEN3_SHAPES[m.shape]["vocab_size"])
+        elif m.name:
+            rows = _config_vocab_size(str(m.name), m.revision)
+        if rows is not None and rows < n_tokens:
+            problems.append(
+                f"pair.{role} ({m.name or m.shape}): its output head has {rows} rows but the "
+                f"tokenizer ({pair.tokenizer}) has {n_tokens} ids; the model cannot score every "
+                "token of the data. Use a model of this tokenizer's family"
+            )
+    if problems:
+        raise ConfigError("invalid config:\n  " + "\n  ".join(problems))
+
+
+def _config_vocab_size(name: str, revision: str | None) -> int | None:
+    """`vocab_size` from a model's config.json, or None when it cannot be read cheaply."""
+    from transformers import AutoConfig
+
+    try:
+        local = Path(name).expanduser()
+        config = AutoConfig.from_pretrained(
+            str(local) if local.exists() else name, revision=revision
+        )
+    except Exception:  # noqa: BLE001 - unreadable here: the load itself reports it with a hint
+        return None
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    rows = getattr(text, "vocab_size", None)
+    return int(rows) if isinstance(rows, int) else None
 
 
 def world_size(trainer: TrainerConfig | DictConfig) -> int:

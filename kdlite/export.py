@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -72,7 +73,18 @@ def export_student(
         top_k=0,
     ).save_pretrained(out)
     (out / "kdlite_export.json").write_text(json.dumps(info or {}, indent=1, default=str))
+    _readable_like_other_files(out.glob("*.safetensors"))
     return out
+
+
+def _readable_like_other_files(files: Any) -> None:
+    """safetensors creates its files with mode 0600; give them the mode every other file of the
+    export gets (0666 minus the process umask, 0644 by default), so a group that can read the
+    config and tokenizer can read the weights too."""
+    mask = os.umask(0)
+    os.umask(mask)
+    for file in files:
+        file.chmod(0o666 & ~mask)
 
 
 def export_initial_model(overrides: list[str], out_dir: str | Path, role: str = "student") -> Path:

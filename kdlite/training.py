@@ -25,7 +25,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from kdlite.cache import cache_root
-from kdlite.config import ConfigError, accumulation, validate, world_size
+from kdlite.checkpoint import AtomicCheckpointIO, ensure_writable, resume_checkpoint
+from kdlite.config import ConfigError, accumulation, check_vocab_rows, validate, world_size
 from kdlite.models import DTYPES, ModelLoadError, ModelSpec
 from kdlite.parallel import apply_hardware
 
@@ -279,6 +280,7 @@ def train(cfg: DictConfig, *, callbacks: Sequence[Any] = ()) -> RunResult:
         else:
             teacher = model_spec(cfg.pair.teacher)
     check_tokenizers(cfg.pair, tokenizer, teacher)
+    check_vocab_rows(cfg.pair, len(tokenizer), ("student", "teacher") if teacher else ("student",))
 
     accelerator = cfg.trainer.accelerator
     gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
@@ -369,19 +371,20 @@ def train(cfg: DictConfig, *, callbacks: Sequence[Any] = ()) -> RunResult:
         num_sanity_val_steps=0,
         deterministic=cfg.trainer.deterministic,
         default_root_dir=str(run_dir),
+        plugins=[AtomicCheckpointIO()],
     )
     rank0 = trainer.is_global_zero  # known once the Trainer exists; files are rank 0's job
     if rank0:
         write_run_files(run_dir, cfg)
+        ensure_writable(ckpt_dir)  # a multi-day run must not end with nothing saved
         if teacher is not None:  # which teacher taught (a bootstrapped one lives in the cache)
             (run_dir / "teacher.txt").write_text(f"{teacher_location(teacher)}\n")
-    resume_from = ckpt_dir / "last.ckpt"
-    ckpt_path = str(resume_from) if cfg.resume and resume_from.exists() else None
+    ckpt_path = resume_checkpoint(ckpt_dir / "last.ckpt", cfg.resume)  # vetted, weights-only
     if ckpt_path:
         log.info("resuming from %s", ckpt_path)
         if rank0:
             set_aside_metrics(run_dir)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=False)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     if rank0:
         merge_metrics(run_dir, restored=[module.restored_row] if ckpt_path else [])
 

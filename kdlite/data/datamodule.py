@@ -2,7 +2,8 @@
 
 Work split: `prepare_data` (once per node) loads the source, renders every example with the
 tokenizer, applies the length filter and the seeded train/val selection, and caches the token ids
-and section ids as one `.npz` keyed by the data config and the tokenizer fingerprint: 40k
+and section ids as one `.npz` keyed by the data config, the tokenizer fingerprint and the content
+read (file hashes or the Hub commit: `sources.source_content`, recorded in the manifest): 40k
 OpenThoughts examples are rendered once, not once per rank or per run of a sweep. `setup` applies
 the run's own knobs (`lsp`, `crop`, `supervise`), which are cheap.
 
@@ -199,9 +200,14 @@ class Collate:
         return batch
 
 
-def cache_key(spec: DataSpec, tokenizer_fp: str) -> str:
+def cache_key(spec: DataSpec, tokenizer_fp: str, content: dict[str, Any] | None = None) -> str:
+    """Key of the tokenised cache: the data config, the tokenizer and the content that was read
+    (`sources.source_content`: file hashes or the Hub commit), so a data file edited in place or a
+    new Hub revision is never served from the old cache."""
+    what = {k: v for k, v in (content or {}).items() if k != "files"}  # mtimes: manifest only
     blob = json.dumps(
-        {"spec": asdict(spec), "tok": tokenizer_fp, "v": CACHE_VERSION}, sort_keys=True
+        {"spec": asdict(spec), "tok": tokenizer_fp, "content": what, "v": CACHE_VERSION},
+        sort_keys=True,
     )
     return hashlib.sha1(blob.encode()).hexdigest()[:16]
 
@@ -230,7 +236,10 @@ def _save_rendered(path: Path, train: Sequence[Any], val: Sequence[Any], manifes
     tmp = path.with_suffix(".tmp.npz")
     np.savez(tmp, **arrays)  # type: ignore[arg-type]  # numpy's stub types **kwds as bool
     tmp.replace(path)
-    path.with_suffix(".manifest.json").write_text(json.dumps(manifest, indent=1))
+    # Written last and renamed into place: prepare_data trusts the cache only when both exist.
+    manifest_tmp = path.with_suffix(".manifest.json.tmp")
+    manifest_tmp.write_text(json.dumps(manifest, indent=1))
+    manifest_tmp.replace(path.with_suffix(".manifest.json"))
 
 
 def _load_rendered(path: Path) -> tuple[list[Any], list[Any], dict]:
@@ -269,16 +278,24 @@ class DistillDataModule(L.LightningDataModule):
         self.val_full_items: list[Supervised] | None = None
         self._resume_skip = 0
         self._train_sampler: StepSampler | None = None
+        self._cache_path: Path | None = None
+        self._content: dict[str, Any] | None = None
 
     # ---- once per node --------------------------------------------------------------------
     @property
     def cache_path(self) -> Path:
-        from kdlite.data.tokenizer import tokenizer_fingerprint
+        """The tokenised cache of this spec, tokenizer and data content (resolved once per module:
+        setup reads what prepare_data wrote even if the source changes in between)."""
+        if self._cache_path is None:
+            from kdlite.data.sources import source_content
+            from kdlite.data.tokenizer import tokenizer_fingerprint
 
-        key = cache_key(self.spec, tokenizer_fingerprint(self.tokenizer))
-        folder = cache_root() / "data"
-        folder.mkdir(parents=True, exist_ok=True)
-        return folder / f"{self.spec.name}-{key}.npz"
+            self._content = source_content(self.spec)
+            key = cache_key(self.spec, tokenizer_fingerprint(self.tokenizer), self._content)
+            folder = cache_root() / "data"
+            folder.mkdir(parents=True, exist_ok=True)
+            self._cache_path = folder / f"{self.spec.name}-{key}.npz"
+        return self._cache_path
 
     def prepare_data(self) -> None:
         path = self.cache_path
@@ -290,6 +307,13 @@ class DistillDataModule(L.LightningDataModule):
         from kdlite.data.sources import load_examples
 
         loaded = load_examples(self.spec)
+        content = self._content or {}
+        if content.get("kind") == "local" and content.get("sha256") != loaded.fingerprint:
+            raise DataError(
+                f"{loaded.location} changed while it was being read (content hash "
+                f"{content.get('sha256')} before, {loaded.fingerprint} after); run again once "
+                "it is complete"
+            )
         rendered = []
         for i, example in enumerate(loaded.examples):
             try:
@@ -304,7 +328,7 @@ class DistillDataModule(L.LightningDataModule):
             val_size=self.spec.val_size,
             seed=self.spec.seed,
         )
-        manifest = manifest_dict(loaded, selection)
+        manifest = dict(manifest_dict(loaded, selection), content=content, cache=path.name)
         _save_rendered(path, selection.train, selection.val, manifest)
         log.info(
             "cached %d train / %d val examples at %s",

@@ -22,7 +22,8 @@ from dataclasses import dataclass
 from kdlite.data.example import COT, A, Example, P, RowRejected
 
 THINK, END_THINK = "<think>", "</think>"
-# Strings that would become control tokens if they appeared inside an example's text.
+# Strings that would become control tokens if they appeared inside an example's text (any
+# tokenizer); `render` adds every control token of the tokenizer at hand (`control_tokens`).
 RESERVED = ("<|im_start|>", "<|im_end|>", "<|endoftext|>", THINK, END_THINK)
 
 
@@ -51,18 +52,38 @@ def messages(example: Example) -> list[dict[str, str]]:
 def render_text(example: Example) -> str:
     """The DESIGN §3 training text. Like Qwen3's template, newlines around the CoT and before the
     answer are normalised (`cot.strip("\\n")`, `answer.lstrip("\\n")`)."""
-    for field in ("prompt", "cot", "answer"):
-        text = getattr(example, field)
-        for tag in RESERVED:
-            if tag in text:
-                raise RowRejected(
-                    "reserved_token_in_text", f"{example.source_id}: {tag} in {field}"
-                )
+    check_text(example, RESERVED)
     cot, answer = example.cot.strip("\n"), example.answer.lstrip("\n")
     return (
         f"<|im_start|>user\n{example.prompt}<|im_end|>\n"
         f"<|im_start|>assistant\n{THINK}\n{cot}\n{END_THINK}\n\n{answer}<|im_end|>\n"
     )
+
+
+def control_tokens(tokenizer) -> tuple[str, ...]:
+    """Every string the tokenizer turns into a control id rather than text: its special tokens and
+    its added tokens written as markup (`<...>`: Qwen3's `<tool_call>`, `<|vision_start|>`,
+    `<|fim_prefix|>`, `<|box_start|>`, `<|object_ref_start|>`, ...). Added tokens that are plain
+    text (a word, a run of spaces) are not control tokens and stay allowed."""
+    added = getattr(tokenizer, "added_tokens_decoder", {}) or {}
+    found = set(getattr(tokenizer, "all_special_tokens", []))
+    for token in added.values():
+        text = str(getattr(token, "content", token))
+        if getattr(token, "special", False) or (text.startswith("<") and text.endswith(">")):
+            found.add(text)
+    return tuple(sorted(found | set(RESERVED)))
+
+
+def check_text(example: Example, tokens: tuple[str, ...]) -> None:
+    """Reject (RowRejected `reserved_token_in_text`) an example whose text holds a control token:
+    kdlite never encodes data text as a control id, and never silently rewrites it either."""
+    for field in ("prompt", "cot", "answer"):
+        text = getattr(example, field)
+        for tag in tokens:
+            if tag in text:
+                raise RowRejected(
+                    "reserved_token_in_text", f"{example.source_id}: {tag} in {field}"
+                )
 
 
 def check_tokenizer(tokenizer) -> tuple[int, int]:
@@ -105,6 +126,7 @@ def templated_text(example: Example, tokenizer) -> str:
 def render(example: Example, tokenizer) -> Rendered:
     """Tokenise the §3 text in three pieces and label every token P, CoT or A."""
     think_id, end_think_id = check_tokenizer(tokenizer)
+    check_text(example, control_tokens(tokenizer))
     text = templated_text(example, tokenizer)
     start = text.index(THINK)
     end = text.index(END_THINK) + len(END_THINK)

@@ -7,6 +7,11 @@ a hash per item instead of a seeded shuffle, but the split depends only on (seed
 not on the order rows were read, and the validation set stays the same when only `train_size`
 changes, so runs of a size sweep are scored on equal terms. When too few items remain, both sizes
 shrink in proportion (logged); an empty train set is an error.
+
+Duplicates: items with the same token ids (a row repeated in the file, or the same example under
+two indices) are one example. Only the copy of lowest rank is kept, so the choice is order-free too;
+the others are counted (`duplicates` in the manifest). Validation and training are therefore
+disjoint by content, not only by id.
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
 
 from kdlite.data.example import DataError
 
@@ -42,6 +49,9 @@ class Selection:
     val: list[Any]
     n_input: int
     n_too_long: int  # len(input_ids) >= max_tokens
+    n_duplicates: (
+        int  # items under max_tokens dropped because an earlier-ranked one has their tokens
+    )
     max_tokens: int
     seed: int
     train_size: int  # requested sizes; len(train)/len(val) are smaller when the data ran short
@@ -49,7 +59,7 @@ class Selection:
 
     @property
     def n_kept(self) -> int:
-        return self.n_input - self.n_too_long
+        return self.n_input - self.n_too_long - self.n_duplicates
 
 
 def rank_key(seed: int, source_id: str) -> str:
@@ -67,27 +77,42 @@ def _shrunk_sizes(n: int, train_size: int, val_size: int) -> tuple[int, int]:
     return min(n - val, train_size), val
 
 
+def _token_digest(ids: Sequence[int]) -> bytes:
+    return hashlib.sha256(np.asarray(ids, dtype=np.int64).tobytes()).digest()
+
+
 def select(
     items: Sequence[HasTokens], *, max_tokens: int, train_size: int, val_size: int, seed: int
 ) -> Selection:
-    """Keep items shorter than `max_tokens` tokens, then take val then train in hash-rank order."""
+    """Keep items shorter than `max_tokens` tokens and unique by tokens, then take val then train
+    in hash-rank order."""
     if train_size < 1 or val_size < 0:
         raise DataError(f"need train_size >= 1 and val_size >= 0, got {train_size}, {val_size}")
-    kept = [item for item in items if len(item.input_ids) < max_tokens]
-    id_counts = Counter(item.source_id for item in kept)
-    if len(id_counts) != len(kept):
+    short = [item for item in items if len(item.input_ids) < max_tokens]
+    id_counts = Counter(item.source_id for item in short)
+    if len(id_counts) != len(short):
         dupes = sorted(i for i, c in id_counts.items() if c > 1)[:5]
         raise DataError(f"duplicate source ids make the split order-dependent: {dupes}")
-    ranked = sorted(kept, key=lambda item: rank_key(seed, item.source_id))
+    ranked, seen = [], set()
+    for item in sorted(short, key=lambda item: rank_key(seed, item.source_id)):
+        digest = _token_digest(item.input_ids)
+        if digest not in seen:
+            seen.add(digest)
+            ranked.append(item)
+    n_duplicates = len(short) - len(ranked)
+    if n_duplicates:
+        log.warning("%d duplicate examples (same tokens as another) dropped", n_duplicates)
+    kept = ranked
     n_train, n_val = _shrunk_sizes(len(ranked), train_size, val_size)
     if n_train < 1:
         raise DataError(
-            f"no training examples: {len(items)} items, {len(items) - len(kept)} of them "
-            f">= max_tokens={max_tokens}, {len(kept)} left for val_size={val_size}"
+            f"no training examples: {len(items)} items, {len(items) - len(short)} of them "
+            f">= max_tokens={max_tokens}, {n_duplicates} duplicates, {len(kept)} left for "
+            f"val_size={val_size}"
         )
     if (n_train, n_val) != (train_size, val_size):
         log.warning(
-            "only %d examples under %d tokens (of %d): train/val shrunk from %d/%d to %d/%d",
+            "only %d unique examples under %d tokens (of %d): train/val shrunk from %d/%d to %d/%d",
             len(kept),
             max_tokens,
             len(items),
@@ -100,7 +125,8 @@ def select(
         train=ranked[n_val : n_val + n_train],
         val=ranked[:n_val],
         n_input=len(items),
-        n_too_long=len(items) - len(kept),
+        n_too_long=len(items) - len(short),
+        n_duplicates=n_duplicates,
         max_tokens=max_tokens,
         seed=seed,
         train_size=train_size,
@@ -124,6 +150,7 @@ def manifest_dict(source: LoadedSource, selection: Selection) -> dict[str, Any]:
             "rows_rejected": counter.rejected,
             "examples": len(source.examples),
             "too_long": selection.n_too_long,
+            "duplicates": selection.n_duplicates,
             "kept": selection.n_kept,
             "train": len(selection.train),
             "val": len(selection.val),

@@ -88,6 +88,13 @@ def _example(dataset: str, index: int, prompt: str, cot: str, answer: str) -> Ex
     for name, text in (("prompt", prompt), ("cot", cot), ("answer", answer)):
         if not text:
             raise RowRejected(f"empty_{name}")
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as err:  # a non-UTF-8 byte, or a lone surrogate like "\ud800"
+            bad = text[err.start]
+            raise RowRejected(
+                "bad_encoding", f"{name} is not valid UTF-8 (U+{ord(bad):04X} at char {err.start})"
+            ) from None
         for marker in RESERVED_MARKERS:
             if marker in text:
                 raise RowRejected("reserved_marker", f"{marker} in {name}")
@@ -120,6 +127,17 @@ def _messages(
     if drop_system and turns and turns[0][0] == "system":
         turns = turns[1:]
     return turns
+
+
+def _prompt(row: Mapping[str, Any], key: str) -> str:
+    """A prompt column: a string, or a list of messages `[system?, user]` (`role`/`content`), as
+    some datasets store it; the user turn's text is the prompt (a system turn is dropped)."""
+    value = _field(row, key)
+    if isinstance(value, list):
+        return _only_user(_messages(value, "role", "content", drop_system=True))
+    if not isinstance(value, str):
+        raise RowRejected("non_string", f"{key} is {type(value).__name__}")
+    return value
 
 
 def _user_then_assistant(turns: list[tuple[str, str]]) -> tuple[str, str]:
@@ -157,7 +175,7 @@ def adapt_thought_solution(row: Mapping[str, Any], dataset: str, index: int) -> 
 
 def adapt_synthetic1(row: Mapping[str, Any], dataset: str, index: int) -> Example:
     """SYNTHETIC-1: `prompt`, `llm_response` = `<think>cot</think>answer` (task type filtered by the loader)."""
-    prompt = _string(row, "prompt")
+    prompt = _prompt(row, "prompt")
     cot, answer = _split_think(_string(row, "llm_response"))
     return _example(dataset, index, prompt, cot, answer)
 
@@ -170,14 +188,15 @@ def adapt_nemotron(row: Mapping[str, Any], dataset: str, index: int) -> Example:
 
 
 def adapt_jsonl(row: Mapping[str, Any], dataset: str, index: int) -> Example:
-    """A user's file: string `prompt`/`cot`/`answer`, or `messages` [system?, user, assistant] with think tags."""
+    """A user's file: `prompt`/`cot`/`answer` (strings; `prompt` may be a [system?, user] message
+    list), or `messages` [system?, user, assistant] with think tags."""
     if row.get("messages") is not None:
         turns = _messages(row["messages"], "role", "content", drop_system=True)
         prompt, reply = _user_then_assistant(turns)
         cot, answer = _split_think(reply)
         return _example(dataset, index, prompt, cot, answer)
     return _example(
-        dataset, index, _string(row, "prompt"), _string(row, "cot"), _string(row, "answer")
+        dataset, index, _prompt(row, "prompt"), _string(row, "cot"), _string(row, "answer")
     )
 
 
@@ -330,8 +349,14 @@ def _looks_local(path: str) -> bool:
 
 
 def _read_json_file(file: Path) -> Iterator[Any]:
-    """JSON Lines (one row per line), or a .json file holding one list of rows."""
-    with file.open(encoding="utf-8") as f:
+    """JSON Lines (one row per line), or a .json file holding one list of rows.
+
+    Bytes that are not UTF-8 are decoded with `surrogateescape`, so the line still parses and the
+    row is rejected as `bad_encoding` by `_example` (counted, like `bad_json`) instead of a
+    UnicodeDecodeError ending the run. A `.jsonl` file that holds one JSON array is refused with
+    the fix (`.json` reads it), not read as rows that all fail.
+    """
+    with file.open(encoding="utf-8", errors="surrogateescape") as f:
         if file.suffix == ".json":
             text = f.read()
             if text.lstrip().startswith("["):
@@ -340,13 +365,28 @@ def _read_json_file(file: Path) -> Iterator[Any]:
             lines: Iterable[str] = text.splitlines()
         else:
             lines = f
+        first = True
         for line_no, line in enumerate(lines, 1):
             if not line.strip():
                 continue
+            if first and file.suffix != ".json":
+                _refuse_json_array(file, line)
+            first = False
             try:
                 yield json.loads(line)
             except json.JSONDecodeError as err:
                 yield _BadLine(f"{file.name}:{line_no}: {err.msg}")
+
+
+def _refuse_json_array(file: Path, first_line: str) -> None:
+    """JSON Lines has one object per line; a first line that opens a list (`[` alone, or a whole
+    array on one line) means the file is one JSON array, e.g. `json.dump(rows)` saved as .jsonl."""
+    if first_line.lstrip().startswith("["):
+        raise DataError(
+            f"{file}: this .jsonl file holds one JSON array, not one JSON object per line; rename "
+            f"it to {file.with_suffix('.json').name} (kdlite reads a .json file holding a list of "
+            "rows) or write one object per line"
+        )
 
 
 @dataclass(frozen=True)
@@ -356,17 +396,37 @@ class _BadLine:
     detail: str
 
 
-def _read_parquet_file(file: Path) -> Iterator[dict[str, Any]]:
+def _parquet(file: Path) -> Any:
+    """A ParquetFile; DataError naming the file when it is cut short or not Parquet (a file is
+    all or nothing: its rows cannot be counted one by one like JSONL lines)."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    for batch in pq.ParquetFile(file).iter_batches(batch_size=1024):
-        yield from batch.to_pylist()
+    try:
+        return pq.ParquetFile(file)
+    except (pa.ArrowException, OSError) as err:
+        raise DataError(
+            f"{file}: not a readable Parquet file ({err}); a download or copy cut short? "
+            "Fetch it again, or remove it from the folder"
+        ) from err
 
 
-def _hash_files(files: list[Path]) -> str:
+def _read_parquet_file(file: Path) -> Iterator[dict[str, Any]]:
+    import pyarrow as pa
+
+    try:
+        for batch in _parquet(file).iter_batches(batch_size=1024):
+            yield from batch.to_pylist()
+    except pa.ArrowException as err:
+        raise DataError(f"{file}: Parquet data unreadable past some rows ({err})") from err
+
+
+def _hash_files(files: list[Path], root: Path | None = None) -> str:
+    """sha256 (16 hex) of the files' names (relative to `root`), sizes and bytes, in order."""
     digest = hashlib.sha256()
     for file in files:
-        digest.update(file.name.encode())
+        name = file.relative_to(root).as_posix() if root is not None else file.name
+        digest.update(f"{name}\x00{file.stat().st_size}\x00".encode())
         with file.open("rb") as f:
             for block in iter(lambda: f.read(1 << 20), b""):
                 digest.update(block)
@@ -444,15 +504,14 @@ def _open_local(local: Path, split: str, revision: str | None, limit: int | None
     files = _local_files(local)
     columns: list[str] | None = None
     if all(f.suffix == ".parquet" for f in files):
-        import pyarrow.parquet as pq
-
-        columns = sorted({name for f in files for name in pq.read_schema(f).names})
+        columns = sorted({name for f in files for name in _parquet(f).schema_arrow.names})
     chained = (
         row
         for f in files
         for row in (_read_parquet_file(f) if f.suffix == ".parquet" else _read_json_file(f))
     )
-    return _Rows(str(local), None, revision, _hash_files(files), columns, _take(chained, limit))
+    fingerprint = _hash_files(files, local if local.is_dir() else local.parent)
+    return _Rows(str(local), None, revision, fingerprint, columns, _take(chained, limit))
 
 
 def _open_hub(
@@ -491,6 +550,92 @@ def _load_synthetic(name: str, spec: Any) -> LoadedSource:
         counter.accept()
     digest = hashlib.sha256("\n".join(e.source_id for e in examples).encode()).hexdigest()[:16]
     return LoadedSource(name, "embedded", None, None, "embedded", digest, examples, counter)
+
+
+def source_content(spec: Any) -> dict[str, Any]:
+    """What the rows a spec names are, read cheaply before they are parsed: the key of caches built
+    from them (the tokenised data cache), recorded in the run's manifest.
+
+    - local files: each file's path, size and mtime (`files`, for the manifest), and a sha256 of
+      their names, sizes and bytes (`sha256`, the key), so a file edited in place (same path, new
+      rows) gets a new key even when its size and mtime are restored, and a `touch` alone does not
+      (hashing, not parsing: 1.5 s for 300 MB on one busy core of the build machine);
+    - a Hub dataset: the commit the loader will read (`data.revision` when it is a commit sha, else
+      the Hub's answer for the branch, or the commit the local cache holds when offline);
+    - the embedded corpus: a hash of its generator's source.
+
+    `resolved` is False when the content cannot be told (a Hub branch with no network and no cache
+    entry): a new upstream revision could then be served from an old cache, which is logged.
+    """
+    name = _spec_value(spec, "name")
+    info = DATASETS.get(name)
+    if info is None:
+        return {"kind": "unknown", "resolved": False}
+    if info.adapter is None:
+        from kdlite.data import synthetic
+
+        source = Path(str(synthetic.__file__)).read_bytes()
+        return {
+            "kind": "embedded",
+            "generator": hashlib.sha256(source).hexdigest()[:16],
+            "resolved": True,
+        }
+    location = _spec_value(spec, "path") or info.hub_id
+    if location is None:
+        return {"kind": "unknown", "resolved": False}
+    local = Path(str(location)).expanduser()
+    if local.exists():
+        root = local if local.is_dir() else local.parent
+        saved = _is_saved_dataset(local)
+        files = sorted(p for p in local.rglob("*") if p.is_file()) if saved else _local_files(local)
+        stats = [
+            [f.relative_to(root).as_posix(), f.stat().st_size, f.stat().st_mtime_ns] for f in files
+        ]
+        return {
+            "kind": "saved_dataset" if saved else "local",
+            "path": str(local.resolve()),
+            "files": stats,
+            "sha256": _hash_files(files, root),
+            "resolved": True,
+        }
+    if _looks_local(str(location)):
+        return {"kind": "local", "path": str(location), "resolved": False}  # load reports it
+    revision = _resolve_hub_revision(str(location), _spec_value(spec, "revision"))
+    if revision is None:
+        log.warning(
+            "data=%s: cannot tell which commit of %s would be read (offline, nothing cached); "
+            "pin data.revision=<commit sha> so a new Hub revision is never served from an old "
+            "tokenised cache",
+            name,
+            location,
+        )
+    return {
+        "kind": "hub",
+        "id": str(location),
+        "revision": revision,
+        "resolved": revision is not None,
+    }
+
+
+def _resolve_hub_revision(hub_id: str, revision: str | None) -> str | None:
+    """The commit sha a branch/tag of a Hub dataset points to, or None when it cannot be told."""
+    if revision and re.fullmatch(r"[0-9a-f]{40}", revision):
+        return revision
+    from huggingface_hub import HfApi, constants
+
+    if not constants.HF_HUB_OFFLINE:
+        try:
+            sha = HfApi().dataset_info(hub_id, revision=revision, timeout=10).sha
+        except Exception:  # noqa: BLE001 - unreachable or private: fall back to the local cache
+            sha = None
+        if sha:
+            return str(sha)
+    ref = Path(constants.HF_HUB_CACHE) / f"datasets--{hub_id.replace('/', '--')}" / "refs"
+    try:
+        sha = (ref / (revision or "main")).read_text().strip()
+    except OSError:
+        return None
+    return sha if re.fullmatch(r"[0-9a-f]{40}", sha) else None
 
 
 def load_examples(spec: Any) -> LoadedSource:

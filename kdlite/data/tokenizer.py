@@ -178,13 +178,25 @@ def _load_checked(folder: Path) -> PreTrainedTokenizerFast | None:
     return tok
 
 
+# Files of which a folder needs at least one to hold a tokenizer (fast, BPE, SentencePiece).
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model")
+
+
 def load_tokenizer(name_or_path: str, revision: str | None = None) -> PreTrainedTokenizerBase:
     """`"embedded"` -> the embedded tokenizer; else a local folder or a Hub id (cache only when
-    HF_HUB_OFFLINE=1)."""
+    HF_HUB_OFFLINE=1). A folder without tokenizer files is refused by name: transformers would
+    otherwise build an empty tokenizer from a model's config.json alone."""
     if name_or_path == "embedded":
         return embedded_tokenizer()
+    folder = Path(name_or_path).expanduser()
+    if folder.is_dir() and not any((folder / f).is_file() for f in TOKENIZER_FILES):
+        raise TokenizerNotFoundError(
+            f"tokenizer folder {str(folder)!r} has no tokenizer: none of {list(TOKENIZER_FILES)} "
+            "is in it (a model folder saved without its tokenizer?). Point at the folder that "
+            'holds tokenizer.json, e.g. the model\'s original Hub folder, or use "embedded".'
+        )
     try:
-        return AutoTokenizer.from_pretrained(name_or_path, revision=revision)
+        tok = AutoTokenizer.from_pretrained(name_or_path, revision=revision)
     except Exception as err:  # noqa: BLE001 - every failure gets the same actionable message
         offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
         where = (
@@ -199,6 +211,12 @@ def load_tokenizer(name_or_path: str, revision: str | None = None) -> PreTrained
             f"{name_or_path} --include 'tokenizer*' --local-dir <dir>` on a machine with network), "
             'or use "embedded".'
         ) from err
+    if len(tok) < 2:
+        raise TokenizerNotFoundError(
+            f"tokenizer {name_or_path!r} (revision {revision}) loaded with {len(tok)} token(s): "
+            "its files hold no vocabulary"
+        )
+    return tok
 
 
 def vocab_fingerprint(tok) -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import time
 from collections import Counter
 from dataclasses import asdict
@@ -70,11 +71,14 @@ def sampling_for(cfg: DictConfig, bench) -> Sampling:
     if (
         s.n_samples < 1
         or s.max_new_tokens < 1
-        or s.temperature < 0
+        or not 0 <= s.temperature < math.inf  # False for nan too
         or not 0 < s.top_p <= 1
         or s.top_k < 0
     ):
-        raise EvalError(f"bench {bench.name}: invalid sampling {s}")
+        raise EvalError(
+            f"bench {bench.name}: invalid sampling {s} (need n_samples >= 1, max_new_tokens >= 1, "
+            "a finite temperature >= 0, top_p in (0, 1], top_k >= 0)"
+        )
     return s
 
 

@@ -5,7 +5,11 @@ One line per sample: `{"id", "sample", "text", "n_tokens", "finish_reason", "see
 at most the batch in flight: on AIME with vLLM a batch is one problem's 64 samples (~2M tokens at
 worst), with transformers `batch_size` sequences. A kill mid-write leaves a partial last line; it is
 cut off on open. `protocol.json` beside the file pins what produced it (model, sampling, seed,
-prompts): resuming under a different protocol is refused instead of mixing two experiments.
+prompts): resuming under a different protocol is refused instead of mixing two experiments, and so
+is resuming generations whose protocol is unknown (`protocol.json` missing or unreadable: e.g.
+copied without it, or written by an older kdlite), since they may come from other settings. A line
+that is JSON but not a generation record (a key missing, `"sample": "zero"`) is an error naming
+the file and line, like a corrupt middle line.
 """
 
 from __future__ import annotations
@@ -16,6 +20,34 @@ from pathlib import Path
 
 from kdlite.eval.benchmarks import EvalError
 
+# Keys every line needs, with their types: what resuming and grading read from a record.
+RECORD_KEYS: dict[str, type] = {
+    "id": str,
+    "sample": int,
+    "text": str,
+    "n_tokens": int,
+    "finish_reason": str,
+    "seed": int,
+    "backend": str,
+}
+
+
+def _record_key(rec: object, where: str) -> tuple[str, int]:
+    """(problem id, sample) of a stored line; EvalError naming `where` if it is not a record."""
+    if not isinstance(rec, dict):
+        raise EvalError(f"{where}: a JSON {type(rec).__name__}, not a generation record")
+    for key, kind in RECORD_KEYS.items():
+        if key not in rec:
+            raise EvalError(f"{where}: generation record without {key!r}")
+        value = rec[key]
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise EvalError(
+                f"{where}: {key}={value!r} is a {type(value).__name__}, expected {kind.__name__}"
+            )
+    if rec["sample"] < 0 or rec["n_tokens"] < 0:
+        raise EvalError(f"{where}: sample and n_tokens must be >= 0")
+    return rec["id"], rec["sample"]
+
 
 class GenerationStore:
     def __init__(self, directory: str | Path, protocol: dict) -> None:
@@ -24,8 +56,23 @@ class GenerationStore:
         self.path = self.dir / "generations.jsonl"
         proto_path = self.dir / "protocol.json"
         protocol = json.loads(json.dumps(protocol))  # normalise tuples etc. for the comparison
-        if proto_path.is_file() and self.path.is_file():
-            old = json.loads(proto_path.read_text())
+        has_generations = self.path.is_file() and self.path.stat().st_size > 0
+        if has_generations and not proto_path.is_file():
+            raise EvalError(
+                f"{self.path} exists but {proto_path.name} does not: the protocol its samples were "
+                "generated under is unknown, so they cannot be resumed or graded as this call's. "
+                "Delete that directory (or the file) to regenerate, or evaluate into another out_dir"
+            )
+        if has_generations:
+            try:
+                old = json.loads(proto_path.read_text())
+            except (json.JSONDecodeError, UnicodeDecodeError) as err:
+                raise EvalError(
+                    f"{proto_path} is not readable JSON ({err}): the protocol of {self.path} is "
+                    "unknown; delete that directory to regenerate, or evaluate into another out_dir"
+                ) from None
+            if not isinstance(old, dict):
+                old = {"protocol.json": old}
             if old != protocol:
                 diff = sorted(k for k in set(old) | set(protocol) if old.get(k) != protocol.get(k))
                 raise EvalError(
@@ -60,7 +107,7 @@ class GenerationStore:
                 raise EvalError(
                     f"{self.path}:{lineno}: corrupt line in the middle of the file"
                 ) from None
-            self._records.setdefault((rec["id"], int(rec["sample"])), rec)
+            self._records.setdefault(_record_key(rec, f"{self.path}:{lineno}"), rec)
         if keep != len(data):
             with self.path.open("r+b") as f:
                 if keep > len(data):

@@ -21,7 +21,8 @@ class Item:  # the two attributes of `Rendered` that selection reads
 
 
 def items(n: int, length: int = 3) -> list[Item]:
-    return [Item(f"d:{i}:x", [1] * length) for i in range(n)]
+    """`n` distinct items (identical tokens would be one example: select() drops duplicates)."""
+    return [Item(f"d:{i}:x", [1000 + i] + [1] * (length - 1)) for i in range(n)]
 
 
 def ids(selected) -> list[str]:
@@ -117,6 +118,7 @@ def test_manifest(tmp_path, data_dir):
         "rows_rejected": 4,
         "examples": 5,
         "too_long": 1,
+        "duplicates": 0,
         "kept": 4,
         "train": 2,
         "val": 1,

@@ -56,6 +56,7 @@ def test_unterminated_valid_last_line_is_kept(tmp_path):
 
 def test_corrupt_middle_line_is_an_error(tmp_path):
     (tmp_path / "generations.jsonl").write_text("garbage\n" + json.dumps(rec("a", 0)) + "\n")
+    (tmp_path / "protocol.json").write_text(json.dumps(PROTO))
     with pytest.raises(EvalError, match="corrupt"):
         GenerationStore(tmp_path, PROTO)
 
