@@ -1,4 +1,4 @@
-"""Evaluate models on AIME24/AIME25, the embedded synthetic set or a JSONL (DESIGN §7).
+"""Evaluate models on AIME24/AIME25, the embedded synthetic set or a JSONL (docs/design.md §7).
 
     python evaluate.py                                         # runs/default on the synthetic set, CPU
     python evaluate.py model=runs/a,runs/b bench=aime24,aime25 # several models and benchmarks, one call

@@ -9,7 +9,7 @@ reported beside it because the study's code logged it as its soft loss (docs/min
 Its gradient w.r.t. the student is the KL's, but it does not go to 0 as the student matches the
 teacher, so relative gaps between runs stay of the size the paper's Tables 7-11 show.
 
-`token_weights` turns a loss normalisation (`sequence` or `token`, DESIGN §5) into per-token weights
+`token_weights` turns a loss normalisation (`sequence` or `token`, docs/design.md §5) into per-token weights
 `w_t` built from the *global* counts of the optimizer step, so that summing the loss of the
 micro-batches (and ranks) of a step gives exactly the loss of the whole step.
 

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-# Qwen3 shapes from the released configs (PAPER.md). head_dim 128, vocab 151,936 for all five.
+# Qwen3 shapes from the released configs (docs/paper.md, Setup). head_dim 128, vocab 151,936 for all five.
 _QWEN3_COMMON: dict[str, Any] = {
     "vocab_size": 151_936,
     "head_dim": 128,

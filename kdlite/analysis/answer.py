@@ -20,7 +20,7 @@ Positions are relative, measured in whatever unit `count` measures (characters b
 passes the tokenizer). The full-sequence position is (P + CoT prefix) / (P + CoT + A), ignoring the
 dozen chat-template tokens around the sections.
 
-Self-reflection cues (PAPER.md's keyword list) are counted case-insensitively on word boundaries,
+Self-reflection cues (docs/paper.md's keyword list) are counted case-insensitively on word boundaries,
 non-overlapping, longest phrase first ("double-check again" counts once); inflected forms count
 (-s, -d, -ed, -ing: "rechecking", "reconsidered") except for "wait", which counts only as itself.
 """

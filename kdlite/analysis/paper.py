@@ -1,9 +1,9 @@
-"""The study's numbers (Chen et al. 2025, arXiv 2512.21002; transcribed in shared/PAPER.md) as data.
+"""The study's numbers (Chen et al. 2025, arXiv 2512.21002; transcribed in docs/paper.md) as data.
 
 Plain dicts keyed by kdlite's own names (pair `32b_4b`, data `bespoke`, bench `aime24`) so a report
 looks a cell up with the same key it groups its runs by; no logic beyond a few lookups. Accuracies
 are percentages as printed in the paper; fractions (retention, loss gaps, positions) are fractions.
-Only what PAPER.md states is here: a missing key means the paper has no number for that cell.
+Only what docs/paper.md states is here: a missing key means the paper has no number for that cell.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 A diagnostic for the forgetting hypothesis of docs/mini-replication.md. The tiny student base was
 pre-trained on step-by-step solutions that end in ` The answer is \\boxed{N}.` and `<|endoftext|>`;
 distillation on traces it has to survive. For each held-out synthetic trace the probe puts the
-model in the chat layout (DESIGN §3) right after `<think>\\n` and part of the trace, and scores the
+model in the chat layout (docs/design.md §3) right after `<think>\\n` and part of the trace, and scores the
 closing ` The answer is \\boxed{N}.` followed by an end token (N the gold answer) under teacher
 forcing, at two points:
 - `after_first_pass`: after the restatement and the first pass ("First, ... So Mia has 12

@@ -739,7 +739,7 @@ def write_report(
         "## Answer derived before reflecting (diagnostic)\n",
         "Accuracy grades the final answer. This column counts the outputs that derive the right "
         "answer (a result such as `= 42`, not a quote of the problem) before their first "
-        "self-reflection cue (PAPER.md's keywords), whatever comes after: the study's claim is that "
+        "self-reflection cue (docs/paper.md's keywords), whatever comes after: the study's claim is that "
         "a trace's lead carries the reasoning, and a student trained on left crops may derive the "
         "answer, then reflect without ever closing its think block (see truncated). Lenient: any "
         "such result counts, also an intermediate value equal to the answer.\n",

@@ -1,7 +1,7 @@
 """Batches of `Supervised` examples: k examples packed in one row, or a right-padded collate.
 
 Packing is what makes short-`lsp` runs as cheap per token as long ones: on an H200 (4B→1.7B shape)
-one 1024-token row runs at 0.45× the tokens/s of a 4096-token row (DESIGN §4b). Packing is only
+one 1024-token row runs at 0.45× the tokens/s of a 4096-token row (docs/design.md §4b). Packing is only
 correct if the examples in a row cannot see each other, and `position_ids` alone do not do that:
 with transformers 5.24 a tiny random Qwen3's logits (of order 0.5) for a packed row differ from
 separate runs by 0.55-0.66 (max abs) on CPU, and by 7.6 on an H200 (4B→1.7B shape). What isolates them is the attention mask:

@@ -1,4 +1,4 @@
-"""Example -> token ids with a section id per token, in the Qwen3 chat layout (DESIGN §3).
+"""Example -> token ids with a section id per token, in the Qwen3 chat layout (docs/design.md §3).
 
     <|im_start|>user\\n{P}<|im_end|>\\n<|im_start|>assistant\\n<think>\\n{CoT}\\n</think>\\n\\n{A}<|im_end|>\\n
     |------------------------- P -------------------------||------- CoT -------||------ A -------|
@@ -30,12 +30,12 @@ RESERVED = ("<|im_start|>", "<|im_end|>", "<|endoftext|>", THINK, END_THINK)
 @dataclass(frozen=True)
 class Rendered:
     input_ids: list[int]  # whole-string tokenisation of the rendered chat text
-    section_ids: list[int]  # same length; P=0, COT=1, A=2 (DESIGN §3)
+    section_ids: list[int]  # same length; P=0, COT=1, A=2 (docs/design.md §3)
     source_id: str
 
 
 class TemplateMismatch(ValueError):
-    """The tokenizer's chat template does not produce the DESIGN §3 layout."""
+    """The tokenizer's chat template does not produce the docs/design.md §3 layout."""
 
 
 def messages(example: Example) -> list[dict[str, str]]:
@@ -50,7 +50,7 @@ def messages(example: Example) -> list[dict[str, str]]:
 
 
 def render_text(example: Example) -> str:
-    """The DESIGN §3 training text. Like Qwen3's template, newlines around the CoT and before the
+    """The docs/design.md §3 training text. Like Qwen3's template, newlines around the CoT and before the
     answer are normalised (`cot.strip("\\n")`, `answer.lstrip("\\n")`)."""
     check_text(example, RESERVED)
     cot, answer = example.cot.strip("\n"), example.answer.lstrip("\n")
@@ -101,7 +101,7 @@ def check_tokenizer(tokenizer) -> tuple[int, int]:
 
 
 def templated_text(example: Example, tokenizer) -> str:
-    """The tokenizer's chat template applied to the example, checked to be the §3 layout; falls
+    """The tokenizer's chat template applied to the example, checked to be the docs/design.md §3 layout; falls
     back to `render_text` when the tokenizer has no template."""
     expected = render_text(example)
     if not getattr(tokenizer, "chat_template", None):
@@ -116,7 +116,7 @@ def templated_text(example: Example, tokenizer) -> str:
         )
         raise TemplateMismatch(
             f"{example.source_id}: the tokenizer's chat template does not give the Qwen3 layout "
-            f"(DESIGN §3); first difference at char {at}: template {text[max(0, at - 30) : at + 30]!r} "
+            f"(docs/design.md §3); first difference at char {at}: template {text[max(0, at - 30) : at + 30]!r} "
             f"vs expected {expected[max(0, at - 30) : at + 30]!r}. Use a tokenizer with a Qwen3-style "
             "template (or none, to use kdlite's own rendering)."
         )
@@ -124,7 +124,7 @@ def templated_text(example: Example, tokenizer) -> str:
 
 
 def render(example: Example, tokenizer) -> Rendered:
-    """Tokenise the §3 text in three pieces and label every token P, CoT or A."""
+    """Tokenise the docs/design.md §3 text in three pieces and label every token P, CoT or A."""
     think_id, end_think_id = check_tokenizer(tokenizer)
     check_text(example, control_tokens(tokenizer))
     text = templated_text(example, tokenizer)

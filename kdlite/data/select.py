@@ -1,6 +1,6 @@
 """Length filter + seeded train/val sample over rendered examples, and the run's data manifest.
 
-The study kept examples under 4k tokens and sampled fixed train sizes (PAPER.md). Selection here
+The study kept examples under 4k tokens and sampled fixed train sizes (docs/paper.md, Setup). Selection here
 is pure and order-free: every kept item is ranked by sha256(f"{seed}:{source_id}"), validation
 takes the first `val_size` ranks and training the next `train_size`. The trade-off: ranking costs
 a hash per item instead of a seeded shuffle, but the split depends only on (seed, the set of ids),

@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 THOUGHT_TAGS = ("<|begin_of_thought|>", "<|end_of_thought|>")
 SOLUTION_TAGS = ("<|begin_of_solution|>", "<|end_of_solution|>")
 THINK_TAGS = ("<think>", "</think>")
-# Text that would break rendering (DESIGN §3 splits sections at the think tokens) or the chat
+# Text that would break rendering (docs/design.md §3 splits sections at the think tokens) or the chat
 # layout if it survived inside a section.
 RESERVED_MARKERS = ("<think>", "</think>", "<|im_start|>", "<|im_end|>")
 LOCAL_SUFFIXES = (".jsonl", ".json", ".parquet")
@@ -205,7 +205,7 @@ Adapter = Callable[[Mapping[str, Any], str, int], Example]
 
 @dataclass(frozen=True)
 class DatasetInfo:
-    """One row of the study's dataset table; sizes are PAPER.md's (after the < 4k-token filter)."""
+    """One row of the study's dataset table; sizes are docs/paper.md's (Setup; after the < 4k-token filter)."""
 
     hub_id: str | None
     hf_config: str | None

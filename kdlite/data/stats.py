@@ -1,4 +1,4 @@
-"""Per-section token statistics of a source, the numbers of PAPER.md Table 2.
+"""Per-section token statistics of a source, the numbers of docs/paper.md Table 2.
 
     python -m kdlite.data.stats data=bespoke tokenizer=/path/to/Qwen3-8B limit=2000
 

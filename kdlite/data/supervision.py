@@ -1,4 +1,4 @@
-"""Crop (`lsp`, `crop`) and supervision mask (`supervise`) -> next-token labels (DESIGN §4).
+"""Crop (`lsp`, `crop`) and supervision mask (`supervise`) -> next-token labels (docs/design.md §4).
 
 The study's two knobs meet here. `lsp` = p keeps max(2, ⌊p·L⌋) tokens of the whole rendered
 sequence (prompt included), from the start (`crop=left`) or the end (`crop=right`); dropped tokens

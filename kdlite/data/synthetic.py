@@ -1,6 +1,6 @@
 """The embedded reasoning corpus: seeded multi-step arithmetic word problems with long-CoT traces.
 
-Each trace has the shape the study found in real reasoning data (PAPER.md, Appendix A.2): the CoT
+Each trace has the shape the study found in real reasoning data (docs/paper.md, Appendix A.2): the CoT
 restates the problem, derives the answer step by step, reaches it around the middle of the trace
 (first correct derivation at 49% of the CoT characters on average, 80% of traces within 41-56%,
 range 38-69%; real traces: 47-67%), then re-checks it after a self-reflection cue ("Wait, let me
@@ -106,7 +106,7 @@ _CONCLUSIONS = [
     "Therefore {name} ends up with {y} {items}.",
     "So the final count is {y} {items}.",
 ]
-# Self-reflection cue words (PAPER.md A.2) as they appear in these traces; the first one starts the
+# Self-reflection cue words (docs/paper.md Appendix A.2) as they appear in these traces; the first one starts the
 # re-check.
 CUE_RE = re.compile(r"\b(Wait|recheck|double-check|check again|verify again)\b")
 

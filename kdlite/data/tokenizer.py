@@ -1,7 +1,7 @@
 """Tokenizers: the embedded one (built locally, cached) and `load_tokenizer(name_or_path)` for the rest.
 
 The embedded tokenizer is a byte-level BPE trained on the synthetic corpus (kdlite/data/synthetic.py)
-with the Qwen3 special tokens and chat layout (DESIGN §3), so the tiny pair runs the exact code path
+with the Qwen3 special tokens and chat layout (docs/design.md §3), so the tiny pair runs the exact code path
 of the real one. Trade-off: 746 ids instead of Qwen3's 151,669 keep the tiny models' embedding and
 LM head at 0.5% of a Qwen3-vocabulary one (746 x H vs 151,669 x H) and the full logits cheap on CPU,
 at the price of longer sequences on text unlike the corpus (byte fallback: any text round-trips;
@@ -53,7 +53,7 @@ _MARKER = "kdlite_tokenizer.json"
 # digit stays its own piece so " 7" and "7" share the digit token.
 _PIECES = r"\p{N}| ?\p{L}+| ?[^\s\p{L}\p{N}]+|\s*\n+|\s+"
 
-# The Qwen3 chat layout (DESIGN §3), written for kdlite. Assistant reasoning comes from
+# The Qwen3 chat layout (docs/design.md §3), written for kdlite. Assistant reasoning comes from
 # `reasoning_content` or from `<think>...</think>` in the content; only assistant turns after the
 # last user turn keep it, and the final one always gets a think block (empty without reasoning).
 CHAT_TEMPLATE = (

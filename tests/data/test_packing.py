@@ -192,7 +192,7 @@ def test_packed_equals_separate_flex(model, items):
 
 
 def test_position_ids_alone_do_not_isolate(model, items):
-    # NEGATIVE CONTROL (DESIGN §4b): restarting position_ids without a block-diagonal mask leaks
+    # NEGATIVE CONTROL (docs/design.md §4b): restarting position_ids without a block-diagonal mask leaks
     # attention across packed examples in transformers 5.24 (measured 0.55 max abs diff on this
     # model, against 1.8e-7 with the 4D mask; logits are of order 0.5). If this
     # starts failing, transformers changed behaviour: re-measure before dropping the 4D mask.
