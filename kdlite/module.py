@@ -74,6 +74,8 @@ class DistillModule(L.LightningModule):
         self.strict_loading = False
         self._step_sums = torch.zeros(3)
         self._tokens_seen = 0
+        self._step_tokens = 0.0  # tokens of the last optimizer step, all ranks
+        self._global_tokens = 0.0  # tokens of every optimizer step so far (checkpointed)
         self._step_started = time.perf_counter()
         self._val_sums: dict[int, torch.Tensor] = {}
 
@@ -200,6 +202,15 @@ class DistillModule(L.LightningModule):
         parts, n_tokens = self._forward_loss(batch, self.loss_settings.loss_norm)
         self._step_sums += torch.stack([parts.loss, parts.soft, parts.hard]).detach().float().cpu()
         self._tokens_seen += n_tokens
+        if (batch_idx + 1) % self.trainer.accumulate_grad_batches == 0:
+            # Counted here, not in on_train_batch_end: Lightning runs the callbacks' batch-end hooks
+            # (the step's checkpoint) before the module's, so a count made there was missing from
+            # the checkpoint and a resume lost one step's tokens.
+            tokens = torch.tensor(float(self._tokens_seen), device=self.device)
+            if self.trainer.world_size > 1:
+                tokens = self.trainer.strategy.reduce(tokens, reduce_op="sum")
+            self._step_tokens = float(tokens)
+            self._global_tokens += self._step_tokens
         # Undo Lightning's 1/accumulate and the ranks' gradient averaging: the optimizer must see
         # the step's sum of weighted token losses (see the module docstring).
         scale = self.trainer.accumulate_grad_batches * self.trainer.world_size
@@ -209,19 +220,16 @@ class DistillModule(L.LightningModule):
         if (batch_idx + 1) % self.trainer.accumulate_grad_batches:
             return
         sums = self._step_sums.to(self.device)
-        tokens = torch.tensor(float(self._tokens_seen), device=self.device)
         if self.trainer.world_size > 1:
             sums = self.trainer.strategy.reduce(sums, reduce_op="sum")
-            tokens = self.trainer.strategy.reduce(tokens, reduce_op="sum")
         elapsed = time.perf_counter() - self._step_started
         metrics = {
             "train/loss": sums[0],
             "train/soft": sums[1],
             "train/hard": sums[2],
-            "train/tokens_per_s": tokens / max(elapsed, 1e-9),
+            "train/tokens_per_s": torch.tensor(self._step_tokens / max(elapsed, 1e-9)),
             "lr": torch.tensor(self.trainer.optimizers[0].param_groups[0]["lr"]),
         }
-        self._global_tokens = getattr(self, "_global_tokens", 0.0) + float(tokens)
         metrics["train/tokens_seen"] = torch.tensor(self._global_tokens)
         if torch.cuda.is_available():
             metrics["train/peak_mem_gib"] = torch.tensor(torch.cuda.max_memory_allocated() / 2**30)
@@ -295,7 +303,7 @@ class DistillModule(L.LightningModule):
         state = checkpoint.get("state_dict", {})
         for key in [k for k in state if k.startswith("teacher.")]:
             del state[key]
-        checkpoint["tokens_seen"] = float(getattr(self, "_global_tokens", 0.0))
+        checkpoint["tokens_seen"] = float(self._global_tokens)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self._global_tokens = float(checkpoint.get("tokens_seen", 0.0))

@@ -13,7 +13,6 @@ import gc
 import hashlib
 import json
 import logging
-import os
 import subprocess
 import warnings
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from kdlite import run_state
 from kdlite.cache import cache_root
 from kdlite.config import ConfigError, accumulation, validate, world_size
 from kdlite.models import DTYPES, ModelLoadError, ModelSpec
@@ -199,20 +199,10 @@ def _loggers(cfg: DictConfig, run_dir: Path) -> list[Any]:
     from lightning.pytorch.loggers import CSVLogger
 
     loggers: list[Any] = [CSVLogger(save_dir=str(run_dir), name="", version="")]
-    if cfg.logger.wandb:
-        os.environ.setdefault("WANDB_MODE", cfg.logger.mode)
-        from lightning.pytorch.loggers import WandbLogger
+    if cfg.logger.wandb:  # one W&B run per run directory, resumed by the id stored in it
+        from kdlite.wandb_run import training_logger
 
-        loggers.append(
-            WandbLogger(
-                project=cfg.logger.project,
-                group=cfg.logger.group or cfg.experiment or None,
-                name=run_dir.name,
-                save_dir=str(run_dir),
-                offline=cfg.logger.mode == "offline",
-                config=OmegaConf.to_container(cfg, resolve=True),
-            )
-        )
+        loggers.append(training_logger(cfg, run_dir))
     return loggers
 
 
@@ -224,12 +214,21 @@ def train(cfg: DictConfig) -> RunResult:
     import lightning as L
     from lightning.pytorch.callbacks import ModelCheckpoint
 
+    from kdlite.callbacks import callbacks, val_check_interval
     from kdlite.data.datamodule import DistillDataModule, Knobs
     from kdlite.data.packing import resolve_attention
     from kdlite.data.tokenizer import load_tokenizer
     from kdlite.module import DistillModule, LossSettings, ModelSettings, OptimSettings
 
     validate(cfg)
+    if cfg.resume and (
+        done := run_state.already_done(Path(cfg.run_dir), cfg.optim.max_steps, cfg.optim.epochs)
+    ):
+        export = Path(cfg.run_dir) / "export"
+        best = done.record.get("best_val_loss")
+        return RunResult(
+            Path(cfg.run_dir), export if export.is_dir() else None, best, int(done.record["step"])
+        )
     # Expected here, so not worth a warning: the frozen teacher is in eval mode by design, and the
     # run directory exists before the CSV logger starts (set_aside_metrics keeps the old curve).
     warnings.filterwarnings(
@@ -347,8 +346,8 @@ def train(cfg: DictConfig) -> RunResult:
         accumulate_grad_batches=accum,
         gradient_clip_val=cfg.optim.grad_clip or None,
         logger=_loggers(cfg, run_dir),
-        callbacks=[best, last],
-        val_check_interval=cfg.trainer.val_check_interval,
+        callbacks=[best, last, *callbacks(cfg.trainer.progress_bar, last)],
+        val_check_interval=val_check_interval(cfg.trainer.val_check_interval, accum),
         check_val_every_n_epoch=1,
         log_every_n_steps=cfg.trainer.log_every_n_steps,
         use_distributed_sampler=False,
@@ -363,6 +362,8 @@ def train(cfg: DictConfig) -> RunResult:
     if ckpt_path:
         log.info("resuming from %s", ckpt_path)
         set_aside_metrics(run_dir)
+    if trainer.is_global_zero:
+        run_state.mark_running(run_dir)
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=False)
     merge_metrics(run_dir)
 
@@ -373,8 +374,21 @@ def train(cfg: DictConfig) -> RunResult:
     if trainer.is_global_zero:
         manifest = dict(datamodule.manifest, world_size=world, accumulation=accum)
         (run_dir / "manifest.json").write_text(json.dumps(manifest, indent=1, default=str))
+    weights = None
     if cfg.export:
-        result.export_dir = _export(module, trainer, tokenizer, run_dir, best.best_model_path, cfg)
+        result.export_dir, weights = _export(
+            module, trainer, tokenizer, run_dir, best.best_model_path, cfg
+        )
+    if trainer.is_global_zero:
+        run_state.mark_done(
+            run_dir,
+            step=trainer.global_step,
+            epochs_done=trainer.global_step // -(-int(trainer.num_training_batches) // accum),
+            max_steps=cfg.optim.max_steps,
+            epochs=cfg.optim.epochs,
+            best_val_loss=result.best_val_loss,
+            weights=weights,
+        )
     _cleanup(trainer, module)
     return result
 
@@ -438,22 +452,28 @@ def _student_state(module: Any, trainer: Any, best_path: str) -> dict[str, torch
 
 def _export(
     module: Any, trainer: Any, tokenizer: Any, run_dir: Path, best_path: str, cfg: DictConfig
-) -> Path | None:
+) -> tuple[Path | None, str | None]:
+    """The export folder and which weights it holds (the best checkpoint, or the final weights
+    and why: no validation ran, so there is no best.ckpt)."""
     from kdlite.export import export_student
 
     state = _student_state(module, trainer, best_path)
     if not trainer.is_global_zero:
-        return None
+        return None, None
+    if best_path and Path(best_path).exists():
+        weights = f"best.ckpt (lowest val/loss, {best_path})"
+    else:
+        weights = f"final weights at step {trainer.global_step} (no validation ran: no best.ckpt)"
     lm = module.student.lm
     out = export_student(
         lm,
         tokenizer,
         run_dir / "export",
         state_dict=state,
-        info={"run_dir": str(run_dir), "checkpoint": best_path or "final", "git": git_revision()},
+        info={"run_dir": str(run_dir), "checkpoint": weights, "git": git_revision()},
     )
-    print(f"kdlite: exported the student to {out}")
-    return out
+    print(f"kdlite: exported the student to {out} from the {weights}")
+    return out, weights
 
 
 def _cleanup(trainer: Any, module: Any) -> None:

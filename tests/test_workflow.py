@@ -1,0 +1,171 @@
+"""The researcher's loop on the tiny pair: short runs validate, reruns say done or train on,
+tokens_seen continues across a resume, one W&B run per run directory (offline files read back),
+and evaluate.py's scores reach that W&B run."""
+
+from __future__ import annotations
+
+import json
+import struct
+from pathlib import Path
+
+import lightning as L
+import pytest
+from test_training import curve, make_cfg
+
+import kdlite.training as training_mod
+from kdlite.callbacks import StepProgressBar, val_check_interval
+from kdlite.run_state import read_status
+
+
+def test_integer_val_check_interval_counts_optimizer_steps(tmp_path, monkeypatch):
+    # accumulation 4 (8 examples per step as micro-batches of 2), interval 2: validation after
+    # optimizer steps 2 and 4 only, not after every 2 micro-batches.
+    assert val_check_interval(2, 4) == 8 and val_check_interval(0.5, 4) == 0.5
+    seen: list[int] = []
+
+    class Spy(L.Callback):
+        def on_validation_start(self, trainer, pl_module):
+            seen.append(trainer.global_step)
+
+    orig = L.Trainer
+    monkeypatch.setattr(
+        L, "Trainer", lambda *a, **kw: orig(*a, **{**kw, "callbacks": [*kw["callbacks"], Spy()]})
+    )
+    run = tmp_path / "r"
+    training_mod.train(
+        make_cfg(
+            run,
+            "batch.micro_examples=2",
+            "optim.max_steps=5",
+            "trainer.val_check_interval=2",
+            "export=false",
+            "trainer.checkpoint_every=10",
+        )
+    )
+    # steps 2 and 4 by the interval, and step 5, the last, because every run ends validated
+    assert seen == [2, 4, 5]
+    assert sorted(curve(run, "val/loss")) == [1, 3, 4]  # logged at step - 1 (0-based rows)
+
+
+def test_short_run_validates_writes_best_and_a_rerun_is_done(tmp_path, capsys):
+    run = tmp_path / "r"
+    cfg = make_cfg(run, "optim.max_steps=3", "trainer.checkpoint_every=2")  # stops mid-epoch
+    first = training_mod.train(cfg)
+    assert (run / "checkpoints" / "best.ckpt").is_file() and first.best_val_loss is not None
+    info = json.loads((run / "export" / "kdlite_export.json").read_text())
+    assert "best.ckpt" in json.dumps(info)
+    status = read_status(run)
+    assert status.state == "done" and status.step == 3
+    capsys.readouterr()
+
+    again = training_mod.train(cfg)  # the same command: nothing trained
+    assert "is done (step 3" in capsys.readouterr().out
+    assert again.global_step == 3 and again.best_val_loss == pytest.approx(first.best_val_loss)
+    assert sorted(curve(run, "train/loss")) == [0, 1, 2]
+
+
+def test_training_on_continues_tokens_seen_exactly(tmp_path):
+    # a reference 5-step run against 3 steps then "train more" to 5 (resume from the final
+    # step's checkpoint, saved even though checkpoint_every=2 does not divide 3)
+    ref, run = tmp_path / "ref", tmp_path / "run"
+    common = ("export=false", "trainer.checkpoint_every=2")
+    training_mod.train(make_cfg(ref, "optim.max_steps=5", *common))
+    training_mod.train(make_cfg(run, "optim.max_steps=3", *common))
+    assert read_status(run).step == 3
+    training_mod.train(make_cfg(run, "optim.max_steps=5", *common))
+    assert read_status(run).step == 5
+    want, got = curve(ref, "train/tokens_seen"), curve(run, "train/tokens_seen")
+    assert sorted(got) == list(range(5)) and got == want
+    values = [got[step] for step in range(5)]
+    assert all(b > a for a, b in zip(values, values[1:], strict=False))
+
+
+def test_progress_bar_total_counts_the_micro_batches_max_steps_will_do(tmp_path, monkeypatch):
+    totals: list[tuple[float, int]] = []
+
+    class Spy(L.Callback):
+        def on_train_end(self, trainer, pl_module):
+            bar = next(c for c in trainer.callbacks if isinstance(c, StepProgressBar))
+            totals.append((bar.train_progress_bar.total, bar.train_progress_bar.n))
+
+    orig = L.Trainer
+    monkeypatch.setattr(
+        L, "Trainer", lambda *a, **kw: orig(*a, **{**kw, "callbacks": [*kw["callbacks"], Spy()]})
+    )
+    training_mod.train(
+        make_cfg(tmp_path / "r", "optim.max_steps=3", "export=false", "trainer.progress_bar=true")
+    )
+    # 48 examples = 6 steps x 2 micro-batches per epoch; max_steps=3 stops at 6 micro-batches
+    assert totals == [(6, 6)]
+
+
+# ---- W&B offline files ---------------------------------------------------------------------------
+def wandb_records(run_dir: Path) -> list[tuple[str, object]]:
+    """(kind, record) of every offline W&B file under run_dir, in file order (leveldb log format:
+    a 7-byte file header, then 32 KiB blocks of <crc, length, type> chunks)."""
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    out = []
+    for path in sorted(run_dir.glob("wandb/offline-run-*/run-*.wandb")):
+        data, pos, buf = path.read_bytes(), 7, b""
+        assert data[:4] == b":W&B"
+        while pos + 7 <= len(data):
+            left = 32768 - pos % 32768
+            _crc, n, kind = struct.unpack("<IHB", data[pos : pos + 7])
+            if left < 7 or (n == 0 and kind == 0):
+                pos += left
+                continue
+            buf += data[pos + 7 : pos + 7 + n]
+            pos += 7 + n
+            if kind in (1, 4):  # a full record, or the last chunk of one
+                rec = pb.Record()
+                rec.ParseFromString(buf)
+                buf = b""
+                out.append((rec.WhichOneof("record_type"), rec))
+    return out
+
+
+def _keys(items) -> set[str]:
+    return {i.key or "/".join(i.nested_key) for i in items}
+
+
+def test_one_wandb_run_per_run_directory_across_resumes_and_eval_scores(tmp_path, monkeypatch):
+    pytest.importorskip("wandb")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    run = tmp_path / "r"
+    wb = ("logger=wandb", "logger.entity=me", "logger.tags=[a,b]", "experiment=demo")
+    training_mod.train(make_cfg(run, *wb, "optim.max_steps=2"))
+    training_mod.train(make_cfg(run, *wb, "optim.max_steps=3"))  # trains on: a resume
+    stored = json.loads((run / "wandb.json").read_text())
+    recs = wandb_records(run)
+    runs = [r.run for kind, r in recs if kind == "run"]
+    assert len(runs) == 2 and {r.run_id for r in runs} == {stored["id"]}
+    assert {r.run_group for r in runs} == {"demo"} and runs[0].entity == "me"
+    assert list(runs[0].tags) == ["a", "b"]
+    config = _keys(runs[0].config.update) | {
+        k for kind, r in recs if kind == "config" for k in _keys(r.config.update)
+    }
+    assert {"lsp", "pair", "optim", "model/student_params", "model/teacher_params"} <= config
+    history = set().union(*(_keys(r.history.item) for kind, r in recs if kind == "history"))
+    assert {"train/loss", "train/tokens_seen", "val/loss"} <= history
+
+    # evaluate.py logs the scores into the same W&B run (resumed by id)
+    from hydra import compose, initialize_config_dir
+
+    import kdlite.eval.config  # noqa: F401
+    from kdlite.eval.run import evaluate
+
+    conf = str(Path(__file__).resolve().parents[1] / "conf")
+    with initialize_config_dir(config_dir=conf, version_base="1.3"):
+        ecfg = compose(
+            "eval",
+            overrides=[f"model={run}", "n_samples=2", "max_new_tokens=8", "grade_workers=1",
+                       "benches.synthetic.size=3"],
+        )  # fmt: skip
+    evaluate(ecfg)
+    recs = wandb_records(run)
+    assert {r.run.run_id for kind, r in recs if kind == "run"} == {stored["id"]}
+    summary = set().union(*(_keys(r.summary.update) for kind, r in recs if kind == "summary"))
+    for key in ("avg_at_n", "avg_at_n_strict", "pass@1", "pass@2", "ci95_low", "ci95_high"):
+        assert f"eval/synthetic/{key}" in summary, key
