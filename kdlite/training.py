@@ -229,6 +229,9 @@ def train(cfg: DictConfig) -> RunResult:
         return RunResult(
             Path(cfg.run_dir), export if export.is_dir() else None, best, int(done.record["step"])
         )
+    from kdlite.resources import check as check_resources
+
+    check_resources(cfg)  # every missing model/tokenizer named at once, before anything loads
     # Expected here, so not worth a warning: the frozen teacher is in eval mode by design, and the
     # run directory exists before the CSV logger starts (set_aside_metrics keeps the old curve).
     warnings.filterwarnings(

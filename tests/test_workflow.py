@@ -169,3 +169,41 @@ def test_one_wandb_run_per_run_directory_across_resumes_and_eval_scores(tmp_path
     summary = set().union(*(_keys(r.summary.update) for kind, r in recs if kind == "summary"))
     for key in ("avg_at_n", "avg_at_n_strict", "pass@1", "pass@2", "ci95_low", "ci95_high"):
         assert f"eval/synthetic/{key}" in summary, key
+
+
+# ---- messages ------------------------------------------------------------------------------------
+def test_offline_missing_models_are_named_together_in_a_few_lines(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(repo), "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path)}
+    out = subprocess.run(
+        [sys.executable, str(repo / "train.py"), "pair=32b_8b", f"run_dir={tmp_path / 'r'}",
+         "pair.student.name=/nonexistent/Qwen3-8B-Base"],
+        capture_output=True, text=True, env=env, timeout=120, cwd=tmp_path,
+    )  # fmt: skip
+    assert out.returncode == 1
+    err = out.stderr.strip().splitlines()
+    assert len(err) <= 5 and "Traceback" not in out.stderr, out.stderr
+    text = out.stderr
+    assert "3 of the run's models/tokenizers cannot be found" in text
+    assert "`hf download Qwen/Qwen3-32B`" in text and "pair.teacher.name=<a local folder>" in text
+    assert "pair.tokenizer=" in text and "/nonexistent/Qwen3-8B-Base" in text
+    assert not (tmp_path / "r").exists()  # nothing was created
+
+
+def test_range_errors_fail_under_cfg_job_and_dry():
+    import os
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(repo)}
+    out = subprocess.run(
+        [sys.executable, str(repo / "train.py"), "lsp=1.5", "--cfg", "job"],
+        capture_output=True, text=True, env=env, timeout=120,
+    )  # fmt: skip
+    assert out.returncode == 1 and "lsp=1.5: must be in (0, 1]" in out.stderr
+    assert "lsp: 1.5" not in out.stdout
