@@ -19,6 +19,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from omegaconf import DictConfig, ListConfig
+from tqdm.auto import tqdm
 
 from kdlite.analysis.answer import derived_before_reflection
 from kdlite.eval.benchmarks import EvalError, Problem, load_problems, user_prompt
@@ -240,12 +241,16 @@ def evaluate_model(
                 dtype=cfg.dtype,
             )
         t0 = time.perf_counter()
+        bar = tqdm(total=n_todo, desc=f"generating ({ref.spec})", unit="sample", disable=None)
         for bench, recs in backend.generate(jobs):
             stores[bench].append(recs)
             n_done += len(recs)
             n_tokens += sum(r["n_tokens"] for r in recs)
             rate = n_tokens / max(time.perf_counter() - t0, 1e-9)
+            bar.update(len(recs))
+            bar.set_postfix_str(f"{rate:.0f} new tok/s")
             log.info("%s %s: %d/%d samples, %.0f new tok/s", ref.spec, bench, n_done, n_todo, rate)
+        bar.close()
         seconds = time.perf_counter() - t0
         del backend
     gen_stats = {
