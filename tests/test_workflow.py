@@ -64,6 +64,15 @@ def test_short_run_validates_writes_best_and_a_rerun_is_done(tmp_path, capsys):
     assert sorted(curve(run, "train/loss")) == [0, 1, 2]
 
 
+def test_without_validation_the_export_says_which_weights_it_holds(tmp_path, capsys):
+    run = tmp_path / "r"
+    training_mod.train(make_cfg(run, "data.val_size=0", "optim.max_steps=2"))
+    info = json.loads((run / "export" / "kdlite_export.json").read_text())
+    assert info["checkpoint"] == "final weights at step 2 (no validation ran: no best.ckpt)"
+    assert "from the final weights at step 2" in capsys.readouterr().out
+    assert read_status(run).record["weights"] == info["checkpoint"]
+
+
 def test_training_on_continues_tokens_seen_exactly(tmp_path):
     # a reference 5-step run against 3 steps then "train more" to 5 (resume from the final
     # step's checkpoint, saved even though checkpoint_every=2 does not divide 3)
