@@ -216,3 +216,22 @@ def test_range_errors_fail_under_cfg_job_and_dry():
     )  # fmt: skip
     assert out.returncode == 1 and "lsp=1.5: must be in (0, 1]" in out.stderr
     assert "lsp: 1.5" not in out.stdout
+
+
+def test_report_figures_are_logged_to_wandb_as_images(tmp_path, monkeypatch):
+    pytest.importorskip("wandb")
+    import shutil
+
+    from kdlite.report import main as report_main
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    root = tmp_path / "demo"
+    shutil.copytree(Path(__file__).parent / "fixtures" / "sweep" / "runs", root)
+    report_main([str(root), "--n-boot", "5", "--wandb"])
+    recs = wandb_records(root / "report")
+    (run,) = [r.run for kind, r in recs if kind == "run"]
+    assert run.run_group == "demo" and run.job_type == "report"
+    history = set().union(*(_keys(r.history.item) for kind, r in recs if kind == "history"))
+    for name in ("fig3_accuracy_vs_lsp", "fig_loss_gap"):  # an image logs as <key>/{path,...}
+        assert f"report/{name}/path" in history, sorted(history)
