@@ -178,6 +178,11 @@ def log_to_wandb(cfg: DictConfig, refs: list[ModelRef], results: list[dict]) -> 
         d is not None and (d / "wandb.json").is_file() for d, _ in by_root.values()
     ):
         return  # nothing trained with W&B: do not import wandb at all
+    try:
+        import wandb  # noqa: F401
+    except ImportError:
+        log.warning("W&B logging skipped: wandb is not installed (pip install wandb)")
+        return
     from kdlite.wandb_run import log_eval
 
     ids = log_eval(cfg.logger, by_root)
