@@ -158,8 +158,11 @@ def expected_jobs(sweep_dir: Path) -> list[Path]:
     stored = sweep_dir / "multirun.yaml"
     if not stored.is_file():
         return []
-    task = OmegaConf.load(stored).hydra.overrides.task
-    jobs = expand(list(task))
+    try:
+        jobs = expand(list(OmegaConf.load(stored).hydra.overrides.task))
+    except Exception as err:  # noqa: BLE001 - the grid may no longer compose; the runs still list
+        print(f"kdlite.sweep: cannot expand {stored} ({err}); listing existing runs only")
+        return []
     return [sweep_dir / job.run_dir.name for job in jobs]
 
 
