@@ -235,3 +235,34 @@ def test_report_figures_are_logged_to_wandb_as_images(tmp_path, monkeypatch):
     history = set().union(*(_keys(r.history.item) for kind, r in recs if kind == "history"))
     for name in ("fig3_accuracy_vs_lsp", "fig_loss_gap"):  # an image logs as <key>/{path,...}
         assert f"report/{name}/path" in history, sorted(history)
+
+
+def test_a_failing_run_records_its_error_and_exits_with_the_message(tmp_path, monkeypatch):
+    import sys
+
+    from kdlite.data.datamodule import DistillDataModule
+    from kdlite.data.example import DataError
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    import train as train_py
+
+    def broken(self):
+        raise DataError("data source x: 97% of rows rejected\nfirst bad rows: 3, 8")
+
+    monkeypatch.setattr(DistillDataModule, "prepare_data", broken)
+    run = tmp_path / "r"
+    fast = ["pair.teacher.bootstrap=false", "data.synthetic_size=60", "data.train_size=48",
+            "data.val_size=8", "trainer.progress_bar=false"]  # fmt: skip
+    conf = str(Path(__file__).resolve().parents[1] / "conf")
+    argv = ["train.py", "--config-path", conf, *fast, f"run_dir={run}", f"hydra.run.dir={tmp_path}"]
+    monkeypatch.setattr(sys, "argv", argv)
+    from hydra.core.global_hydra import GlobalHydra
+
+    try:
+        with pytest.raises(SystemExit) as exit_:
+            train_py.main()
+    finally:
+        GlobalHydra.instance().clear()  # @hydra.main in-process: leave no global state behind
+    assert "train.py: error: data source x: 97% of rows rejected" in str(exit_.value.code)
+    status = read_status(run)
+    assert status.state == "failed" and status.error == "DataError: first bad rows: 3, 8"
