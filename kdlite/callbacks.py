@@ -32,6 +32,15 @@ def val_check_interval(value: Any, accumulation: int) -> Any:
     return float(value)
 
 
+def epochs_done(trainer: L.Trainer) -> int:
+    """Whole epochs of optimizer steps done (0 when an epoch's length is unknown)."""
+    batches = trainer.num_training_batches
+    if batches == float("inf") or not batches:
+        return 0
+    steps_per_epoch = -(-int(batches) // trainer.accumulate_grad_batches)
+    return trainer.global_step // steps_per_epoch
+
+
 def _last_step(trainer: L.Trainer) -> bool:
     """The optimizer step that just ended is the run's last one."""
     if trainer.max_steps > 0 and trainer.global_step >= trainer.max_steps:

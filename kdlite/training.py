@@ -214,7 +214,7 @@ def train(cfg: DictConfig) -> RunResult:
     import lightning as L
     from lightning.pytorch.callbacks import ModelCheckpoint
 
-    from kdlite.callbacks import callbacks, val_check_interval
+    from kdlite.callbacks import callbacks, epochs_done, val_check_interval
     from kdlite.data.datamodule import DistillDataModule, Knobs
     from kdlite.data.packing import resolve_attention
     from kdlite.data.tokenizer import load_tokenizer
@@ -386,7 +386,7 @@ def train(cfg: DictConfig) -> RunResult:
         run_state.mark_done(
             run_dir,
             step=trainer.global_step,
-            epochs_done=trainer.global_step // -(-int(trainer.num_training_batches) // accum),
+            epochs_done=epochs_done(trainer),
             max_steps=cfg.optim.max_steps,
             epochs=cfg.optim.epochs,
             best_val_loss=result.best_val_loss,
