@@ -464,7 +464,7 @@ def _export(
     if not trainer.is_global_zero:
         return None, None
     if best_path and Path(best_path).exists():
-        weights = f"best.ckpt (lowest val/loss, {best_path})"
+        weights = "checkpoints/best.ckpt (lowest val/loss)"
     else:
         weights = f"final weights at step {trainer.global_step} (no validation ran: no best.ckpt)"
     lm = module.student.lm

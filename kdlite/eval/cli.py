@@ -4,7 +4,8 @@ Run directories are named after their overrides (`runs/optim.max_steps=120`,
 `runs/demo/crop=right,lsp=0.5`), and Hydra's override parser refuses `=` and `,` inside an unquoted
 value. `rewrite_argv` turns what a user types into overrides Hydra accepts:
 
-- an argument that is an existing directory is a model: `python evaluate.py runs/demo/*`;
+- an argument that is an existing directory is a model: `python evaluate.py runs/demo/*`; so is
+  one without `=` (a Hub id, `Qwen/Qwen3-4B-Base`);
 - `model=a,b` splits at the commas that separate existing paths, longest path first, so
   `model=runs/demo/crop=right,lsp=0.5,Qwen/Qwen3-4B-Base` is two models; a piece that is not a path
   (a Hub id) stands alone. The same holds for `sweep=`;
@@ -71,8 +72,8 @@ def rewrite_argv(argv: list[str], exists: Callable[[str], bool] | None = None) -
             out.append(arg)
             skip_next = arg in FLAGS_WITH_VALUE
             continue
-        if is_dir(arg):  # a run directory (its name may hold `=` and `,`)
-            paths["model"].append(arg)
+        if is_dir(arg) or ("=" not in arg and not arg.startswith("~")):
+            paths["model"].append(arg)  # a run directory (`=`, `,` inside), a folder, a Hub id
             seen.add("model")
             continue
         if not _is_override(arg):

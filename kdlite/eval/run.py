@@ -161,8 +161,15 @@ def model_specs(cfg: DictConfig) -> list[str]:
     """`model` (one or a list) then every finished run of `sweep`; runs/default when neither."""
     specs = [] if cfg.model is None or cfg.model == [] else as_list(cfg.model)
     for sweep in [] if cfg.sweep is None else as_list(cfg.sweep):
-        specs += [s for s in sweep_models(sweep) if s not in specs]
-    return specs or [DEFAULT_MODEL]
+        specs += sweep_models(sweep)
+
+    def key(spec: str) -> str:  # `runs/x/` (shell completion) and `runs/x` are one model
+        return str(Path(spec).resolve()) if Path(spec).exists() else spec
+
+    unique: dict[str, str] = {}
+    for spec in specs:
+        unique.setdefault(key(spec), spec)  # the first spelling of each model, in order
+    return list(unique.values()) or [DEFAULT_MODEL]
 
 
 def log_to_wandb(cfg: DictConfig, refs: list[ModelRef], results: list[dict]) -> None:

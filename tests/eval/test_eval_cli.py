@@ -68,6 +68,11 @@ def test_sweep_evaluates_every_finished_run(runs_cwd, compose_eval, caplog):
     cfg = compose_eval(*rewrite_argv(["runs/optim.max_steps=120", "sweep=runs/demo"]))
     assert model_specs(cfg)[0] == "runs/optim.max_steps=120" and len(model_specs(cfg)) == 3
     assert model_specs(compose_eval()) == ["runs/default"]
+    # the same run twice (shell completion's `/`, and again through the sweep) is evaluated once
+    cfg = compose_eval(
+        *rewrite_argv(["runs/demo/lsp=0.5/", "Qwen/Qwen3-4B-Base", "sweep=runs/demo"])
+    )
+    assert model_specs(cfg) == ["runs/demo/lsp=0.5/", "Qwen/Qwen3-4B-Base", RUNS[1]]
 
 
 def test_bad_arguments_and_hydra_forms(runs_cwd):
