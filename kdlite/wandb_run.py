@@ -32,7 +32,7 @@ def _settings(log_cfg: Any) -> dict[str, Any]:
         "project": log_cfg.project,
         "entity": log_cfg.get("entity"),
         "tags": [str(t) for t in tags] if tags else None,
-        "mode": log_cfg.mode,
+        "mode": log_cfg.get("mode"),  # evaluate: null = the training run's mode
     }
 
 
@@ -45,11 +45,19 @@ def stored_run(directory: Path) -> dict[str, Any] | None:
     return record if isinstance(record, dict) and record.get("id") else None
 
 
-def run_record(directory: Path, *, project: str, entity: str | None, group: str | None) -> dict:
+def run_record(
+    directory: Path, *, project: str, entity: str | None, group: str | None, mode: str = "offline"
+) -> dict:
     """The directory's W&B run (id reused when recorded; created and recorded otherwise)."""
     record = stored_run(directory)
     if record is None:
-        record = {"id": uuid.uuid4().hex[:8], "project": project, "entity": entity, "group": group}
+        record = {
+            "id": uuid.uuid4().hex[:8],
+            "project": project,
+            "entity": entity,
+            "group": group,
+            "mode": mode,
+        }
         from lightning.fabric.utilities.rank_zero import rank_zero_only
 
         if getattr(rank_zero_only, "rank", 0) == 0:  # the other ranks never log
@@ -66,7 +74,9 @@ def training_logger(cfg: Any, run_dir: Path) -> Any:
     s = _settings(cfg.logger)
     os.environ.setdefault("WANDB_MODE", s["mode"])
     group = cfg.logger.group or cfg.experiment or None
-    record = run_record(run_dir, project=s["project"], entity=s["entity"], group=group)
+    record = run_record(
+        run_dir, project=s["project"], entity=s["entity"], group=group, mode=s["mode"]
+    )
     return WandbLogger(
         project=record["project"],
         entity=record.get("entity"),
@@ -140,7 +150,8 @@ def log_eval(log_cfg: Any, results_by_dir: dict[Path, tuple[Path | None, list[di
             record = run_record(home, project=s["project"], entity=s["entity"], group=group)
         else:
             continue
-        run = _init(home, record, s["mode"], job, name, s["tags"])
+        mode = s["mode"] or record.get("mode", "offline")
+        run = _init(home, record, mode, job, name, s["tags"])
         summary = eval_summary(results)
         run.log(summary)
         for key, value in summary.items():
@@ -161,7 +172,8 @@ def log_figures(paths: list[Path], sweep_dir: Path, log_cfg: Any) -> str:
         entity=s["entity"],
         group=log_cfg.get("group") or sweep_dir.resolve().name,
     )
-    run = _init(sweep_dir / "report", record, s["mode"], "report", f"report:{sweep_dir.name}")
+    mode = s["mode"] or "offline"
+    run = _init(sweep_dir / "report", record, mode, "report", f"report:{sweep_dir.name}")
     run.log({f"report/{p.stem}": wandb.Image(str(p)) for p in paths})
     run.finish()
     return str(record["id"])

@@ -50,7 +50,9 @@ class EvalLoggerConfig:
     entity: str | None = None
     group: str | None = None  # the group of `eval` runs (models without a training W&B run)
     tags: list[str] = field(default_factory=list)
-    mode: str = "offline"  # offline works with no network; `online` syncs live
+    mode: str | None = (
+        None  # null = the training run's mode (offline for eval runs); online | offline
+    )
 
 
 @dataclass

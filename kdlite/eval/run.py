@@ -194,7 +194,8 @@ def log_to_wandb(cfg: DictConfig, refs: list[ModelRef], results: list[dict]) -> 
 
     ids = log_eval(cfg.logger, by_root)
     if ids:
-        print(f"kdlite: scores logged to W&B run(s) {', '.join(ids)} ({cfg.logger.mode})")
+        mode = cfg.logger.mode or "each run's own mode"
+        print(f"kdlite: scores logged to W&B run(s) {', '.join(ids)} ({mode})")
 
 
 def _sha(obj) -> str:
