@@ -1,11 +1,13 @@
 """Evaluate models on AIME24/AIME25, the embedded synthetic set or a JSONL (docs/design.md §7).
 
     python evaluate.py                                         # runs/default on the synthetic set, CPU
-    python evaluate.py model=runs/a,runs/b bench=aime24,aime25 # several models and benchmarks, one call
+    python evaluate.py runs/demo/crop=right,lsp=0.5 runs/demo/lsp=0.5 bench=synthetic_demo
+    python evaluate.py sweep=runs/rq2_lsp bench=aime24,aime25   # every finished run of a sweep
 
-Thin wrapper around `kdlite.eval.run.evaluate(cfg)`. Hydra reads `key=a,b` as a sweep (and refuses
-it without -m); for `model` and `bench` this wrapper rewrites it to the list `key=[a,b]` first, so
-every benchmark of a model shares one engine (one vLLM start instead of one per benchmark).
+Thin wrapper around `kdlite.eval.run.evaluate(cfg)`. Run directories are passed as the shell
+completes them (bare, or `model=a,b`), although their names hold `=` and `,`:
+`kdlite.eval.cli.rewrite_argv` quotes them for Hydra first, and turns `bench=a,b` into a list so every
+benchmark of a model shares one engine.
 """
 
 from __future__ import annotations
@@ -17,22 +19,8 @@ from omegaconf import DictConfig
 
 import kdlite.eval.config  # noqa: F401  (registers the eval_schema)
 from kdlite.eval.benchmarks import EvalError
+from kdlite.eval.cli import ArgvError, rewrite_argv
 from kdlite.eval.run import evaluate
-
-LIST_KEYS = ("model=", "bench=")
-
-
-def listify_argv(argv: list[str]) -> list[str]:
-    """`model=a,b` -> `model=[a,b]` (outside multirun); other arguments unchanged."""
-    if any(a in ("-m", "--multirun") for a in argv):
-        return argv
-    out = []
-    for a in argv:
-        if a.startswith(LIST_KEYS) and "," in a and a.split("=", 1)[1][:1] not in "[\"'":
-            key, value = a.split("=", 1)
-            a = f"{key}=[{value}]"
-        out.append(a)
-    return out
 
 
 @hydra.main(config_path="conf", config_name="eval", version_base="1.3")
@@ -44,5 +32,8 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    sys.argv = [sys.argv[0], *listify_argv(sys.argv[1:])]
+    try:
+        sys.argv = [sys.argv[0], *rewrite_argv(sys.argv[1:])]
+    except ArgvError as err:
+        sys.exit(f"evaluate.py: error: {err}")
     main()

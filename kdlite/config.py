@@ -159,9 +159,13 @@ class TrainerConfig:
 
 @dataclass
 class LoggerConfig:
+    """W&B besides the CSV curve: one W&B run per run directory (kdlite/wandb_run.py)."""
+
     wandb: bool = False
     project: str = "kdlite"
+    entity: Optional[str] = None  # a W&B team or user; None = the account's default
     group: Optional[str] = None  # defaults to the sweep's experiment name
+    tags: list[str] = field(default_factory=list)
     mode: str = "offline"  # offline works with no network; `online` syncs live
 
 

@@ -205,7 +205,7 @@ def load_model(
         )
         raise ModelLoadError(
             f"cannot load model {spec.name!r} (revision {spec.revision}): {hint}"
-            f"Download it once (`huggingface-cli download {spec.name}`) or point the config at a "
+            f"Download it once (`hf download {spec.name}`) or point the config at a "
             f"local folder, e.g. `pair.student.name=/models/Qwen3-4B-Base`. Cause: {err}"
         ) from err
 

@@ -36,6 +36,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from tqdm.auto import tqdm
 
 FORMAT_VERSION = "1"
 LOGPROB_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
@@ -169,7 +170,9 @@ def build_cache(
         filled, shard = 0, shard + 1
 
     lengths = [len(r) for _, r in rows]
+    bar = tqdm(total=len(rows), desc="teacher cache", unit="row", disable=None)  # TTY only
     for batch in _batches(lengths, batch_tokens):
+        bar.update(len(batch))
         width = max(lengths[i] for i in batch)
         input_ids_BT = torch.zeros(len(batch), width, dtype=torch.long)
         for b, i in enumerate(batch):
@@ -191,6 +194,7 @@ def build_cache(
             index[rows[i][0]] = [shard, filled, n]
             filled += n
     flush()
+    bar.close()
     meta = {
         "spec": asdict(spec),
         "key": spec.key,

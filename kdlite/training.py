@@ -13,7 +13,6 @@ import gc
 import hashlib
 import json
 import logging
-import os
 import subprocess
 import warnings
 from collections.abc import Sequence
@@ -24,6 +23,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from kdlite import run_state
 from kdlite.cache import cache_root
 from kdlite.checkpoint import AtomicCheckpointIO, ensure_writable, resume_checkpoint
 from kdlite.config import ConfigError, accumulation, check_vocab_rows, validate, world_size
@@ -207,20 +207,10 @@ def _loggers(cfg: DictConfig, run_dir: Path) -> list[Any]:
     # starts after them).
     csv_logger = CSVLogger(save_dir=str(run_dir), name="", version="", flush_logs_every_n_steps=1)
     loggers: list[Any] = [csv_logger]
-    if cfg.logger.wandb:
-        os.environ.setdefault("WANDB_MODE", cfg.logger.mode)
-        from lightning.pytorch.loggers import WandbLogger
+    if cfg.logger.wandb:  # one W&B run per run directory, resumed by the id stored in it
+        from kdlite.wandb_run import training_logger
 
-        loggers.append(
-            WandbLogger(
-                project=cfg.logger.project,
-                group=cfg.logger.group or cfg.experiment or None,
-                name=run_dir.name,
-                save_dir=str(run_dir),
-                offline=cfg.logger.mode == "offline",
-                config=OmegaConf.to_container(cfg, resolve=True),
-            )
-        )
+        loggers.append(training_logger(cfg, run_dir))
     return loggers
 
 
@@ -233,6 +223,8 @@ def train(cfg: DictConfig, *, callbacks: Sequence[Any] = ()) -> RunResult:
     import lightning as L
     from lightning.pytorch.callbacks import ModelCheckpoint
 
+    from kdlite.callbacks import callbacks as run_callbacks
+    from kdlite.callbacks import epochs_done, val_check_interval
     from kdlite.data.datamodule import DistillDataModule, Knobs
     from kdlite.data.packing import resolve_attention
     from kdlite.data.tokenizer import load_tokenizer
@@ -242,6 +234,17 @@ def train(cfg: DictConfig, *, callbacks: Sequence[Any] = ()) -> RunResult:
     validate(cfg)
     if hardware.message and _launch_rank() == 0:
         print(hardware.message)
+    if cfg.resume and (
+        done := run_state.already_done(Path(cfg.run_dir), cfg.optim.max_steps, cfg.optim.epochs)
+    ):
+        export = Path(cfg.run_dir) / "export"
+        best = done.record.get("best_val_loss")
+        return RunResult(
+            Path(cfg.run_dir), export if export.is_dir() else None, best, int(done.record["step"])
+        )
+    from kdlite.resources import check as check_resources
+
+    check_resources(cfg)  # every missing model/tokenizer named at once, before anything loads
     # Expected here, so not worth a warning: the frozen teacher is in eval mode by design, and the
     # run directory exists before the CSV logger starts (set_aside_metrics keeps the old curve).
     warnings.filterwarnings(
@@ -361,8 +364,8 @@ def train(cfg: DictConfig, *, callbacks: Sequence[Any] = ()) -> RunResult:
         accumulate_grad_batches=accum,
         gradient_clip_val=cfg.optim.grad_clip or None,
         logger=_loggers(cfg, run_dir),
-        callbacks=[best, last, *callbacks],
-        val_check_interval=cfg.trainer.val_check_interval,
+        callbacks=[best, last, *run_callbacks(cfg.trainer.progress_bar, last), *callbacks],
+        val_check_interval=val_check_interval(cfg.trainer.val_check_interval, accum),
         check_val_every_n_epoch=1,
         log_every_n_steps=cfg.trainer.log_every_n_steps,
         use_distributed_sampler=False,
@@ -384,6 +387,8 @@ def train(cfg: DictConfig, *, callbacks: Sequence[Any] = ()) -> RunResult:
         log.info("resuming from %s", ckpt_path)
         if rank0:
             set_aside_metrics(run_dir)
+    if rank0:
+        run_state.mark_running(run_dir)
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     if rank0:
         merge_metrics(run_dir, restored=[module.restored_row] if ckpt_path else [])
@@ -395,8 +400,21 @@ def train(cfg: DictConfig, *, callbacks: Sequence[Any] = ()) -> RunResult:
     if rank0:
         manifest = dict(datamodule.manifest, world_size=world, accumulation=accum)
         (run_dir / "manifest.json").write_text(json.dumps(manifest, indent=1, default=str))
+    weights = None
     if cfg.export:
-        result.export_dir = _export(module, trainer, tokenizer, run_dir, best.best_model_path, cfg)
+        result.export_dir, weights = _export(
+            module, trainer, tokenizer, run_dir, best.best_model_path, cfg
+        )
+    if rank0:
+        run_state.mark_done(
+            run_dir,
+            step=trainer.global_step,
+            epochs_done=epochs_done(trainer),
+            max_steps=cfg.optim.max_steps,
+            epochs=cfg.optim.epochs,
+            best_val_loss=result.best_val_loss,
+            weights=weights,
+        )
     _cleanup(trainer, module)
     return result
 
@@ -476,22 +494,28 @@ def _student_state(module: Any, trainer: Any, best_path: str) -> dict[str, torch
 
 def _export(
     module: Any, trainer: Any, tokenizer: Any, run_dir: Path, best_path: str, cfg: DictConfig
-) -> Path | None:
+) -> tuple[Path | None, str | None]:
+    """The export folder and which weights it holds (the best checkpoint, or the final weights
+    and why: no validation ran, so there is no best.ckpt)."""
     from kdlite.export import export_student
 
     state = _student_state(module, trainer, best_path)
     if not trainer.is_global_zero:
-        return None
+        return None, None
+    if best_path and Path(best_path).exists():
+        weights = "checkpoints/best.ckpt (lowest val/loss)"
+    else:
+        weights = f"final weights at step {trainer.global_step} (no validation ran: no best.ckpt)"
     lm = module.student.lm
     out = export_student(
         lm,
         tokenizer,
         run_dir / "export",
         state_dict=state,
-        info={"run_dir": str(run_dir), "checkpoint": best_path or "final", "git": git_revision()},
+        info={"run_dir": str(run_dir), "checkpoint": weights, "git": git_revision()},
     )
-    print(f"kdlite: exported the student to {out}")
-    return out
+    print(f"kdlite: exported the student to {out} from the {weights}")
+    return out, weights
 
 
 def _cleanup(trainer: Any, module: Any) -> None:

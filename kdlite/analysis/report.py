@@ -499,11 +499,6 @@ def _plt():
     return plt
 
 
-def _empty(ax, text: str = "no runs for this figure") -> None:
-    ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes)
-    ax.set_axis_off()
-
-
 def _grid(n: int):
     plt = _plt()
     cols = min(3, max(1, n))
@@ -512,170 +507,234 @@ def _grid(n: int):
     return plt, fig, list(axes.flat)
 
 
-def figure_accuracy_vs_lsp(sweep: Sweep, path: Path) -> None:
+def _save(fig, path: Path) -> None:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    _plt().close(fig)
+
+
+def _err(run: Run, bench: str) -> float:
+    """Half the 95% interval of the run's accuracy, in %, for an error bar (0 when unknown)."""
+    half = _ci_half(run, bench)
+    return 0.0 if half is None else 100 * half
+
+
+def _cell(run: Run, sweep: Sweep, bench: str | None = None) -> str:
+    """`pair tiny · data synthetic · bench aime24`, keeping only what differs between the sweep's
+    runs (what is shared goes in the title, `_shared`)."""
+    parts = []
+    if len({r.pair for r in sweep.trained}) > 1:
+        parts.append(f"pair {run.pair}")
+    if len({r.data for r in sweep.trained}) > 1:
+        parts.append(f"data {run.data}")
+    if bench is not None and len(sweep.benches) > 1:
+        parts.append(f"bench {bench}")
+    return " · ".join(parts)
+
+
+def _shared(sweep: Sweep) -> str:
+    """What every run of the sweep shares (pair, data, bench), for figure titles."""
+    parts = []
+    if len(pairs := {r.pair for r in sweep.trained}) == 1:
+        parts.append(f"pair {next(iter(pairs))}")
+    if len(datas := {r.data for r in sweep.trained}) == 1:
+        parts.append(f"data {next(iter(datas))}")
+    if len(sweep.benches) == 1:
+        parts.append(f"bench {sweep.benches[0]}")
+    return f" ({', '.join(parts)})" if parts else ""
+
+
+def figure_accuracy_vs_lsp(sweep: Sweep, path: Path) -> bool:
+    """Accuracy vs LSP per pair x data, 95% intervals as error bars; False (no file) with no curve."""
     by_pair: dict[tuple[Any, Any], list[list[Run]]] = defaultdict(list)
     for curve in lsp_curves(sweep).values():
         by_pair[(curve[0].pair, curve[0].data)].append(curve)
-    plt, fig, axes = _grid(len(by_pair))
     if not by_pair:
-        _empty(axes[0])
+        return False
+    plt, fig, axes = _grid(len(by_pair))
     for ax, ((pair, data), curves) in zip(axes, by_pair.items(), strict=False):
         baselines_drawn: set[str] = set()
         for curve in curves:
             base = baseline_for(curve[0], sweep.baselines)
             for bench in sweep.benches:
-                pts = [(r.lsp, acc) for r in curve if (acc := r.accuracy(bench)) is not None]
+                pts = [(r.lsp, 100 * acc, _err(r, bench)) for r in curve
+                       if (acc := r.accuracy(bench)) is not None]  # fmt: skip
                 if not pts:
                     continue
-                label = " ".join(filter(None, [bench, sweep.label(curve[0])]))
-                (line,) = ax.plot(
-                    *zip(*[(x, 100 * y) for x, y in pts], strict=True), "o-", label=label
+                what = [bench] if len(sweep.benches) > 1 else []
+                label = (
+                    ", ".join(what + ([sweep.label(curve[0])] if sweep.varying else []))
+                    or "distilled"
                 )
+                xs, ys, es = zip(*pts, strict=True)
+                bars = ax.errorbar(xs, ys, yerr=es, fmt="o-", capsize=3, label=label)
+                color = bars.lines[0].get_color()
                 paper_pts = [(p, _paper_acc(curve[0], bench, p)) for p in (0.5, 1.0)]
                 paper_pts = [(p, 100 * a) for p, a in paper_pts if a is not None]
                 if paper_pts:
-                    ax.plot(
-                        *zip(*paper_pts, strict=True),
-                        "x",
-                        ms=9,
-                        color=line.get_color(),
-                        label=f"{bench} paper",
-                    )
+                    ax.plot(*zip(*paper_pts, strict=True), "x", ms=9, color=color,
+                            label=f"{label}: paper")  # fmt: skip
                 base_acc = None if base is None else base.accuracy(bench)
                 if base_acc is not None and bench not in baselines_drawn:
                     baselines_drawn.add(bench)
-                    ax.axhline(100 * base_acc, ls="--", color=line.get_color(), alpha=0.6,
-                               label=f"{bench} baseline")  # fmt: skip
-        ax.set_title(f"{pair} · {data}")
+                    ax.axhline(100 * base_acc, ls="--", color=color, alpha=0.6,
+                               label=f"{bench}: un-distilled student")  # fmt: skip
+        ax.set_title(f"pair {pair} · data {data}")
         ax.set_xlabel("LSP (share of each trace kept)")
-        ax.set_ylabel("accuracy %")
-        ax.legend(fontsize=6, loc="center left", bbox_to_anchor=(1.0, 0.5))
+        ax.set_ylabel("accuracy % (error bars: 95% CI)")
+        ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
     for ax in axes[len(by_pair) :]:
         ax.set_axis_off()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
+    return True
 
 
-def _bars(ax, groups: list[str], series: dict[str, list[float | None]]) -> None:
+def _bars(
+    ax, groups: list[str], series: dict[str, list[float | None]], errors: dict[str, list[float]]
+) -> None:
     width = 0.8 / max(1, len(series))
     x = np.arange(len(groups))
     for i, (name, values) in enumerate(series.items()):
         ys = [np.nan if v is None else 100 * v for v in values]
-        ax.bar(x + i * width - 0.4 + width / 2, ys, width, label=name)
-    ax.set_xticks(x, groups, rotation=20, ha="right", fontsize=7)
-    ax.set_ylabel("accuracy %")
+        ax.bar(x + i * width - 0.4 + width / 2, ys, width, yerr=errors.get(name), capsize=3,
+               label=name)  # fmt: skip
+    ax.set_xticks(
+        x,
+        groups,
+        rotation=20 if len(groups) > 3 else 0,
+        ha="right" if len(groups) > 3 else "center",
+        fontsize=8,
+    )
+    ax.set_ylabel("accuracy % (error bars: 95% CI)")
     ax.legend(fontsize=7)
 
 
-def figure_left_right(sweep: Sweep, path: Path) -> None:
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(7, 3.8))
-    groups, left_v, right_v = [], [], []
+def figure_left_right(sweep: Sweep, path: Path) -> bool:
+    groups, left_v, right_v, left_e, right_e = [], [], [], [], []
     for left, right in left_right_pairs(sweep):
         for bench in sweep.benches:
             if left.accuracy(bench) is None or right.accuracy(bench) is None:
                 continue
-            groups.append(f"{left.pair} {left.data} {bench} @{left.lsp}")
+            groups.append(" · ".join(filter(None, [_cell(left, sweep, bench), f"LSP {left.lsp}"])))
             left_v.append(left.accuracy(bench))
             right_v.append(right.accuracy(bench))
-    if groups:
-        _bars(ax, groups, {"left": left_v, "right": right_v})
-        ax.set_title("Left vs right crop (Figure 4)")
-    else:
-        _empty(ax)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def figure_supervision(sweep: Sweep, path: Path) -> None:
+            left_e.append(_err(left, bench))
+            right_e.append(_err(right, bench))
+    if not groups:
+        return False
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7, 3.8))
+    _bars(ax, groups, {"left (lead kept)": left_v, "right (tail kept)": right_v},
+          {"left (lead kept)": left_e, "right (tail kept)": right_e})  # fmt: skip
+    ax.set_title("Left vs right crop (Figure 4)" + _shared(sweep))
+    _save(fig, path)
+    return True
+
+
+def figure_supervision(sweep: Sweep, path: Path) -> bool:
     groups: list[str] = []
     series: dict[str, list[float | None]] = defaultdict(list)
-    names = sorted({str(r.get("supervise")) for g in supervision_groups(sweep).values() for r in g})
-    for runs in supervision_groups(sweep).values():
+    errors: dict[str, list[float]] = defaultdict(list)
+    sup_groups = supervision_groups(sweep)
+    names = sorted({str(r.get("supervise")) for g in sup_groups.values() for r in g})
+    for runs in sup_groups.values():
         for bench in sweep.benches:
-            groups.append(f"{runs[0].pair} {runs[0].data} {bench}")
-            by_sup = {str(r.get("supervise")): r.accuracy(bench) for r in runs}
+            groups.append(_cell(runs[0], sweep, bench) or "supervised sections")
+            by_sup = {str(r.get("supervise")): r for r in runs}
             for name in names:
-                series[name].append(by_sup.get(name))
-    if groups:
-        _bars(ax, groups, dict(series))
-        ax.set_title("Accuracy per supervised section (Figure 1)")
-    else:
-        _empty(ax)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+                run = by_sup.get(name)
+                series[name].append(None if run is None else run.accuracy(bench))
+                errors[name].append(0.0 if run is None else _err(run, bench))
+    if not groups:
+        return False
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 3.8))
+    _bars(ax, groups, dict(series), dict(errors))
+    ax.set_title("Accuracy per supervised section (Figure 1)" + _shared(sweep))
+    _save(fig, path)
+    return True
 
 
-def figure_lambda(sweep: Sweep, path: Path) -> None:
+def figure_lambda(sweep: Sweep, path: Path) -> bool:
+    groups = lambda_groups(sweep)
+    drawn = False
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 3.8))
-    groups = lambda_groups(sweep)
     for runs in groups.values():
         for bench in sweep.benches:
-            pts = [
-                (float(r.get("lam")), acc) for r in runs if (acc := r.accuracy(bench)) is not None
-            ]
+            pts = [(float(r.get("lam")), 100 * acc, _err(r, bench)) for r in runs
+                   if (acc := r.accuracy(bench)) is not None]  # fmt: skip
             if not pts:
                 continue
-            (line,) = ax.plot([p for p, _ in pts], [100 * a for _, a in pts], "o-",
-                              label=f"{runs[0].pair} {runs[0].data} {bench} lsp={runs[0].lsp}")  # fmt: skip
+            drawn = True
+            label = " · ".join(filter(None, [_cell(runs[0], sweep, bench), f"LSP {runs[0].lsp}"]))
+            xs, ys, es = zip(*pts, strict=True)
+            bars = ax.errorbar(xs, ys, yerr=es, fmt="o-", capsize=3, label=label)
             paper_pts = [
                 (lam, _paper_acc(r, bench)) for lam, r in ((float(r.get("lam")), r) for r in runs)
             ]
             paper_pts = [(lam, 100 * a) for lam, a in paper_pts if a is not None]
             if paper_pts:
-                ax.plot(
-                    *zip(*paper_pts, strict=True),
-                    "x--",
-                    color=line.get_color(),
-                    alpha=0.6,
-                    label="paper",
-                )
-    if groups:
-        ax.set_xlabel("lam (weight of the KL term)")
-        ax.set_ylabel("accuracy %")
-        ax.set_title("lambda ablation (Table 12)")
-        ax.legend(fontsize=7)
-    else:
-        _empty(ax)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+                ax.plot(*zip(*paper_pts, strict=True), "x--", color=bars.lines[0].get_color(),
+                        alpha=0.6, label=f"{label}: paper")  # fmt: skip
+    if not drawn:
+        plt.close(fig)
+        return False
+    ax.set_xlabel("lam (weight of the KL term)")
+    ax.set_ylabel("accuracy % (error bars: 95% CI)")
+    ax.set_title("lambda ablation (Table 12)" + _shared(sweep))
+    ax.legend(fontsize=7)
+    _save(fig, path)
+    return True
 
 
-def figure_loss_gap(rows: list[GapRow], path: Path, prefix: str = "train") -> None:
+def trailing_mean(values: list[float], window: int) -> np.ndarray:
+    """Trailing mean over `window` points (fewer at the start), same length as `values`."""
+    v = np.asarray(values, dtype=float)
+    csum = np.concatenate([[0.0], np.cumsum(v)])
+    idx = np.arange(1, len(v) + 1)
+    lo = np.maximum(0, idx - window)
+    return (csum[idx] - csum[lo]) / (idx - lo)
+
+
+def figure_loss_gap(rows: list[GapRow], path: Path, prefix: str = "train") -> bool:
+    """Relative loss gap per step, a trailing mean over ~5% of the steps (stated on the axes)."""
+    curves = []
+    for term in ("soft", "hard"):
+        for row in rows:
+            p = row.run.metrics.get(f"{prefix}/{term}", {})
+            r = row.ref.metrics.get(f"{prefix}/{term}", {})
+            steps = sorted(s for s in set(p) & set(r) if r[s] != 0)
+            if steps:
+                curves.append((term, row, steps, [100 * (p[s] - r[s]) / r[s] for s in steps]))
+    if not curves:
+        return False
+    sweep = _sweep_of(rows)
     plt = _plt()
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
     for ax, term in zip(axes, ("soft", "hard"), strict=True):
-        drawn = False
-        for row in rows:
-            p, r = (
-                row.run.metrics.get(f"{prefix}/{term}", {}),
-                row.ref.metrics.get(f"{prefix}/{term}", {}),
+        mine = [c for c in curves if c[0] == term]
+        if not mine:
+            ax.set_axis_off()
+            continue
+        window = max(1, max(len(c[2]) for c in mine) // 20)
+        for _, row, steps, rel in mine:
+            run = row.run
+            label = " · ".join(
+                filter(None, [_cell(run, sweep), f"{run.crop} LSP {run.lsp}", sweep.label(run)])
             )
-            steps = sorted(s for s in set(p) & set(r) if r[s] != 0)
-            if steps:
-                rel = [100 * (p[s] - r[s]) / r[s] for s in steps]
-                ax.plot(
-                    steps, rel, label=f"{row.run.pair} {row.run.data} {row.run.crop} {row.run.lsp}"
-                )
-                drawn = True
-        if drawn:
-            ax.axhline(0, color="grey", lw=0.8)
-            ax.set_title(f"{term}: (L_partial − L_ref) / L_ref")
-            ax.set_xlabel("step")
-            ax.set_ylabel("%")
-            ax.legend(fontsize=7)
-        else:
-            _empty(ax)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+            ax.plot(steps, trailing_mean(rel, window), label=label)
+        ax.axhline(0, color="grey", lw=0.8)
+        ax.set_title(f"{term}: (L_partial − L_ref) / L_ref")
+        ax.set_xlabel("optimizer step")
+        ax.set_ylabel(f"gap %, trailing mean of {window} logged steps" if window > 1 else "gap %")
+        ax.legend(fontsize=7)
+    _save(fig, path)
+    return True
+
+
+def _sweep_of(rows: list[GapRow]) -> Sweep:
+    return make_sweep([row.run for row in rows] + [row.ref for row in rows])
 
 
 # ---------------------------------------------------------------- the report
@@ -700,11 +759,19 @@ def write_report(
     retention, retention_summary = table_retention(sweep, n_boot, seed)
     left_right, lr_notes = table_left_right(sweep)
 
-    figure_accuracy_vs_lsp(sweep, out / FIGURES["fig3"])
-    figure_left_right(sweep, out / FIGURES["fig4"])
-    figure_supervision(sweep, out / FIGURES["fig1"])
-    figure_lambda(sweep, out / FIGURES["lam"])
-    figure_loss_gap(gap_rows, out / FIGURES["gap"])
+    drawn = {
+        "fig3": figure_accuracy_vs_lsp(sweep, out / FIGURES["fig3"]),
+        "fig4": figure_left_right(sweep, out / FIGURES["fig4"]),
+        "fig1": figure_supervision(sweep, out / FIGURES["fig1"]),
+        "lam": figure_lambda(sweep, out / FIGURES["lam"]),
+        "gap": figure_loss_gap(gap_rows, out / FIGURES["gap"]),
+    }
+    for key, name in FIGURES.items():  # no stale figure from an earlier report of this folder
+        if not drawn[key]:
+            (out / name).unlink(missing_ok=True)
+
+    def image(key: str, alt: str) -> str:
+        return f"![{alt}]({FIGURES[key]})\n" if drawn[key] else "_(no runs for this figure)_\n"
 
     problems = [f"{r.name}: {p}" for r in sweep.runs for p in r.problems]
     problems += gap_missing + knee_notes + lr_notes
@@ -717,7 +784,7 @@ def write_report(
         "## Missing or partial\n",
         "\n".join(f"- {p}" for p in problems) + "\n" if problems else "None.\n",
         "## Accuracy vs LSP (Figure 3)\n",
-        f"![accuracy vs LSP]({FIGURES['fig3']})\n",
+        image("fig3", "accuracy vs LSP"),
         table_accuracy_vs_lsp(sweep),
         "## Knee of accuracy vs LSP (Table 3)\n",
         f"Kneedle (concave, increasing) on the `{smooth}`-smoothed mean curve; interval from "
@@ -728,13 +795,13 @@ def write_report(
         retention,
         retention_summary,
         "## Left vs right crop (Figure 4)\n",
-        f"![left vs right]({FIGURES['fig4']})\n",
+        image("fig4", "left vs right"),
         left_right,
         "## Supervised sections (Figure 1)\n",
-        f"![supervision]({FIGURES['fig1']})\n",
+        image("fig1", "supervision"),
         table_supervision(sweep),
         "## lambda ablation (Table 12)\n",
-        f"![lambda]({FIGURES['lam']})\n",
+        image("lam", "lambda"),
         table_lambda(sweep),
         "## Answer derived before reflecting (diagnostic)\n",
         "Accuracy grades the final answer. This column counts the outputs that derive the right "
@@ -762,7 +829,7 @@ def write_report(
         "lsp 1.0 run for a left crop, the left run at the same lsp for a right crop. The paper "
         "states left vs right as (L_left − L_right)/L_right = −9…−20%; it is shown here converted "
         "to right vs left. The figure plots the KL and hard curves.\n",
-        f"![loss gap]({FIGURES['gap']})\n",
+        image("gap", "loss gap"),
         table_loss_gap(gap_rows, sweep),
         "## Validation loss on full examples\n",
         "Last logged validation loss per run. Training and `val/loss` see the cropped examples; "

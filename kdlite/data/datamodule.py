@@ -301,6 +301,8 @@ class DistillDataModule(L.LightningDataModule):
         path = self.cache_path
         if path.exists() and path.with_suffix(".manifest.json").exists():
             return
+        from tqdm.auto import tqdm
+
         from kdlite.data.example import RowRejected
         from kdlite.data.render import render
         from kdlite.data.select import manifest_dict, select
@@ -315,7 +317,8 @@ class DistillDataModule(L.LightningDataModule):
                 "it is complete"
             )
         rendered = []
-        for i, example in enumerate(loaded.examples):
+        examples = tqdm(loaded.examples, desc="rendering + tokenising", unit="ex", disable=None)
+        for i, example in enumerate(examples):
             try:
                 rendered.append(render(example, self.tokenizer))
             except RowRejected as err:  # e.g. a chat-control token inside the text

@@ -207,7 +207,7 @@ def load_tokenizer(name_or_path: str, revision: str | None = None) -> PreTrained
         raise TokenizerNotFoundError(
             f"tokenizer {name_or_path!r} (revision {revision}) could not be resolved offline: "
             f"{where} ({type(err).__name__}: {err}). Point at a local folder holding "
-            "tokenizer.json and tokenizer_config.json (e.g. one made with `huggingface-cli download "
+            "tokenizer.json and tokenizer_config.json (e.g. one made with `hf download "
             f"{name_or_path} --include 'tokenizer*' --local-dir <dir>` on a machine with network), "
             'or use "embedded".'
         ) from err

@@ -41,8 +41,25 @@ class BenchConfig:
 
 
 @dataclass
+class EvalLoggerConfig:
+    """W&B logging of the scores (kdlite/wandb_run.py). null = only models whose training run
+    used W&B (their run is resumed by its stored id); true = every model; false = none."""
+
+    wandb: bool | None = None
+    project: str = "kdlite"
+    entity: str | None = None
+    group: str | None = None  # the group of `eval` runs (models without a training W&B run)
+    tags: list[str] = field(default_factory=list)
+    mode: str | None = (
+        None  # null = the training run's mode (offline for eval runs); online | offline
+    )
+
+
+@dataclass
 class EvalConfig:
-    model: Any = "runs/default"  # run dir | HF folder | Hub id, or a list of them
+    # run dir | HF folder | Hub id, or a list of them; null = runs/default, unless `sweep` is set
+    model: Any = None
+    sweep: Any = None  # a sweep directory (or a list): every finished run under it
     backend: str = "auto"  # auto = vllm if importable and CUDA is visible, else transformers
     n_samples: int | None = None
     temperature: float | None = None
@@ -60,6 +77,7 @@ class EvalConfig:
     # Filled by the `bench` config group: `bench=aime24` or `bench=[aime24,aime25]` composes
     # conf/bench/<name>.yaml into benches.<name> (fields overridable: benches.aime24.revision=...).
     benches: dict[str, BenchConfig] = field(default_factory=dict)
+    logger: EvalLoggerConfig = field(default_factory=EvalLoggerConfig)
 
 
 ConfigStore.instance().store(name="eval_schema", node=EvalConfig)

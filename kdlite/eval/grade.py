@@ -24,6 +24,8 @@ import time
 from collections.abc import Callable, Sequence
 from multiprocessing.connection import wait
 
+from tqdm.auto import tqdm
+
 THINK_END = "</think>"
 STARTUP_TIMEOUT_S = 300.0  # spawn + import sympy; minutes on a loaded 2-core box
 
@@ -108,6 +110,7 @@ def grade_all(
     slots = [_Slot(ctx, fn, inner) for _ in range(max(1, min(workers, len(pairs))))]
     todo = iter(range(len(pairs)))
     left = len(pairs)
+    bar = tqdm(total=len(pairs), desc="grading", unit="sample", disable=None)  # None: TTY only
 
     def feed(slot: _Slot) -> None:
         if not slot.ready:
@@ -153,8 +156,10 @@ def grade_all(
                     continue
                 results[i] = (status, full, strict)
                 left -= 1
+                bar.update(1)
                 feed(s)
     finally:
+        bar.close()
         for s in slots:
             if s.proc.is_alive():
                 with contextlib.suppress(OSError):

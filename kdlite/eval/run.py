@@ -17,8 +17,10 @@ import math
 import time
 from collections import Counter
 from dataclasses import asdict
+from pathlib import Path
 
 from omegaconf import DictConfig, ListConfig
+from tqdm.auto import tqdm
 
 from kdlite.analysis.answer import derived_before_reflection
 from kdlite.eval.benchmarks import EvalError, Problem, load_problems, user_prompt
@@ -109,7 +111,7 @@ def evaluate(cfg: DictConfig) -> list[dict]:
     benches = {n: cfg.benches[n] for n in names}
     problems = {n: load_problems(b) for n, b in benches.items()}
     sampling = {n: sampling_for(cfg, b) for n, b in benches.items()}
-    refs = [resolve_model(spec, cfg.out_dir) for spec in as_list(cfg.model)]
+    refs = [resolve_model(spec, cfg.out_dir) for spec in model_specs(cfg)]
     if len({r.results_root for r in refs}) != len(refs):
         raise EvalError(f"two models write to the same results directory: {[r.spec for r in refs]}")
     tokenizers = [load_eval_tokenizer(r) for r in refs]
@@ -125,7 +127,79 @@ def evaluate(cfg: DictConfig) -> list[dict]:
     for ref, tok in zip(refs, tokenizers, strict=True):
         results += evaluate_model(cfg, ref, tok, backend, benches, problems, sampling)
     print(format_table(results))
+    log_to_wandb(cfg, refs, results)
     return results
+
+
+DEFAULT_MODEL = "runs/default"
+
+
+def sweep_models(sweep: str) -> list[str]:
+    """The finished runs under a sweep directory; the others are logged (state, count) and skipped."""
+    from kdlite.analysis.runs import discover
+    from kdlite.run_state import read_status
+
+    root = Path(sweep)
+    if not root.is_dir():
+        raise EvalError(f"sweep={sweep}: no such directory")
+    found: list[str] = []
+    skipped: Counter[str] = Counter()
+    for path in discover(root):
+        if not (path / "config.yaml").is_file():
+            continue  # a baseline's results, not a training run
+        if (path / "export" / "config.json").is_file():
+            found.append(str(path))
+        else:
+            skipped[read_status(path).state] += 1
+    if skipped:
+        log.warning(
+            "sweep %s: skipping %d runs without an export (%s); `python -m kdlite.sweep status %s`",
+            sweep, sum(skipped.values()), dict(skipped), sweep,
+        )  # fmt: skip
+    if not found:
+        raise EvalError(f"sweep={sweep}: no finished run (with export/) under it")
+    return found
+
+
+def model_specs(cfg: DictConfig) -> list[str]:
+    """`model` (one or a list) then every finished run of `sweep`; runs/default when neither."""
+    specs = [] if cfg.model is None or cfg.model == [] else as_list(cfg.model)
+    for sweep in [] if cfg.sweep is None else as_list(cfg.sweep):
+        specs += sweep_models(sweep)
+
+    def key(spec: str) -> str:  # `runs/x/` (shell completion) and `runs/x` are one model
+        return str(Path(spec).resolve()) if Path(spec).exists() else spec
+
+    unique: dict[str, str] = {}
+    for spec in specs:
+        unique.setdefault(key(spec), spec)  # the first spelling of each model, in order
+    return list(unique.values()) or [DEFAULT_MODEL]
+
+
+def log_to_wandb(cfg: DictConfig, refs: list[ModelRef], results: list[dict]) -> None:
+    """Scores to W&B (kdlite/wandb_run.py): a run's own W&B run, or an eval run (logger.wandb)."""
+    if cfg.logger.wandb is False:
+        return
+    by_root: dict[Path, tuple[Path | None, list[dict]]] = {}
+    for ref in refs:
+        run_dir = ref.results_root.parent if ref.kind == "run" else None
+        mine = [r for r in results if r["model"] == ref.spec]
+        by_root[ref.results_root] = (run_dir, mine)
+    if cfg.logger.wandb is None and not any(
+        d is not None and (d / "wandb.json").is_file() for d, _ in by_root.values()
+    ):
+        return  # nothing trained with W&B: do not import wandb at all
+    try:
+        import wandb  # noqa: F401
+    except ImportError:
+        log.warning("W&B logging skipped: wandb is not installed (pip install wandb)")
+        return
+    from kdlite.wandb_run import log_eval
+
+    ids = log_eval(cfg.logger, by_root)
+    if ids:
+        mode = cfg.logger.mode or "each run's own mode"
+        print(f"kdlite: scores logged to W&B run(s) {', '.join(ids)} ({mode})")
 
 
 def _sha(obj) -> str:
@@ -184,12 +258,16 @@ def evaluate_model(
                 dtype=cfg.dtype,
             )
         t0 = time.perf_counter()
+        bar = tqdm(total=n_todo, desc=f"generating ({ref.spec})", unit="sample", disable=None)
         for bench, recs in backend.generate(jobs):
             stores[bench].append(recs)
             n_done += len(recs)
             n_tokens += sum(r["n_tokens"] for r in recs)
             rate = n_tokens / max(time.perf_counter() - t0, 1e-9)
+            bar.update(len(recs))
+            bar.set_postfix_str(f"{rate:.0f} new tok/s")
             log.info("%s %s: %d/%d samples, %.0f new tok/s", ref.spec, bench, n_done, n_todo, rate)
+        bar.close()
         seconds = time.perf_counter() - t0
         del backend
     gen_stats = {
