@@ -233,8 +233,7 @@ def register_configs() -> None:
         OmegaConf.register_new_resolver("kdlite_run_name", run_name)
 
 
-class ConfigError(ValueError):
-    """A config value out of range; raised before any model or data is loaded."""
+from kdlite.errors import ConfigError  # noqa: E402 - re-exported: `kdlite.config.ConfigError`
 
 
 def _unknown_keys(cfg: DictConfig, schema: DictConfig, prefix: str = "") -> list[str]:
@@ -461,3 +460,31 @@ def accumulation(batch: BatchConfig | DictConfig, world: int) -> int:
             f"({batch.micro_examples}) x devices ({world}); the effective batch must be exact"
         )
     return per_step // per_micro
+
+
+# ---- config -> constructor arguments -------------------------------------------------------
+def data_spec(d: Any) -> Any:
+    """conf/data/*.yaml -> the data module's DataSpec (the one place this mapping lives)."""
+    from kdlite.data.datamodule import DataSpec
+
+    return DataSpec(
+        name=d.name,
+        path=d.path,
+        revision=d.revision,
+        hf_config=d.hf_config,
+        split=d.split,
+        task_types=tuple(d.task_types) if d.task_types else None,
+        train_size=d.train_size,
+        val_size=d.val_size,
+        max_tokens=d.max_tokens,
+        limit=d.limit,
+        synthetic_size=d.synthetic_size,
+        seed=d.seed,
+    )
+
+
+def model_spec(m: Any) -> Any:
+    """conf/pair/*.yaml teacher/student entry -> kdlite.models.ModelSpec."""
+    from kdlite.models import ModelSpec
+
+    return ModelSpec(name=m.name, revision=m.revision, shape=m.shape, init=m.init)

@@ -95,10 +95,9 @@ def export_initial_model(overrides: list[str], out_dir: str | Path, role: str = 
     (`init=base`/`reasoning`) or the seeded random initialisation every run of the same `seed`
     starts from (`init=random`).
     """
-    from kdlite.config import compose_train
+    from kdlite.config import compose_train, model_spec
     from kdlite.data.tokenizer import load_tokenizer
     from kdlite.models import load_model
-    from kdlite.training import model_spec
 
     if role not in ("student", "teacher"):
         raise ValueError(f"role={role!r}: expected 'student' or 'teacher'")

@@ -17,14 +17,13 @@ from __future__ import annotations
 import json
 import logging
 import re
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hydra.experimental.callback import Callback
 from lightning.pytorch.strategies import ModelParallelStrategy
-from omegaconf import DictConfig, OmegaConf
+
+from kdlite.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -149,8 +148,6 @@ def apply_hardware(cfg: Any, n_gpus: int | None = None, refuse_cpu: bool = True)
     if refuse_cpu and str(cfg.trainer.accelerator) == "cpu" and not cfg.trainer.allow_cpu:
         big = study_size_models(cfg.pair)
         if big:
-            from kdlite.config import ConfigError
-
             raise ConfigError(
                 f"pair={cfg.pair.name} is study-sized ({'; '.join(big)}) and would train on a "
                 "CPU (no CUDA GPU was found, or trainer=cpu was chosen): run it on GPUs, or set "
@@ -206,28 +203,3 @@ def study_size_models(pair: Any) -> list[str]:
         if n is not None and n >= CPU_PARAM_LIMIT:
             out.append(f"{role} {m.name or m.shape} ~{n / 1e9:.1f}B parameters")
     return out
-
-
-class MultirunGuard(Callback):
-    """Hydra callback (conf/config.yaml): refuse a multi-device sweep on the basic launcher
-    before any job starts. Lightning would relaunch the whole sweep once per rank, and a refusal
-    inside `train()` would come once per job and leave every job's run directory behind."""
-
-    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        launcher = str(config.hydra.launcher.get("_target_", ""))
-        if "basic" not in launcher.lower():
-            return
-        from kdlite.config import world_size
-
-        trainer = config.trainer.copy()
-        apply_hardware(
-            OmegaConf.create({"trainer": trainer, "pair": config.pair}), refuse_cpu=False
-        )
-        world = world_size(trainer)
-        if world > 1:  # Hydra turns a callback's exception into a warning: exit instead
-            sys.exit(
-                f"train.py: error: a sweep of {world}-device jobs on Hydra's basic launcher is refused: Lightning "
-                "would relaunch the whole sweep once per rank. Use the Slurm launcher "
-                "(`hydra/launcher=slurm`, one job per cell), run one device per job "
-                "(`trainer=gpu`), or run the jobs one at a time without -m."
-            )

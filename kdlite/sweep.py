@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
+from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from kdlite.run_state import STATES, RunStatus, read_status
@@ -230,3 +231,29 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+class MultirunGuard(Callback):
+    """Hydra callback (conf/config.yaml): refuse a multi-device sweep on the basic launcher
+    before any job starts. Lightning would relaunch the whole sweep once per rank, and a refusal
+    inside `train()` would come once per job and leave every job's run directory behind."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        launcher = str(config.hydra.launcher.get("_target_", ""))
+        if "basic" not in launcher.lower():
+            return
+        from kdlite.config import world_size
+        from kdlite.parallel import apply_hardware
+
+        trainer = config.trainer.copy()
+        apply_hardware(
+            OmegaConf.create({"trainer": trainer, "pair": config.pair}), refuse_cpu=False
+        )
+        world = world_size(trainer)
+        if world > 1:  # Hydra turns a callback's exception into a warning: exit instead
+            sys.exit(
+                f"train.py: error: a sweep of {world}-device jobs on Hydra's basic launcher is refused: Lightning "
+                "would relaunch the whole sweep once per rank. Use the Slurm launcher "
+                "(`hydra/launcher=slurm`, one job per cell), run one device per job "
+                "(`trainer=gpu`), or run the jobs one at a time without -m."
+            )

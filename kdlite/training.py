@@ -26,7 +26,15 @@ from omegaconf import DictConfig, OmegaConf
 from kdlite import run_state
 from kdlite.cache import cache_root
 from kdlite.checkpoint import AtomicCheckpointIO, ensure_writable, resume_checkpoint
-from kdlite.config import ConfigError, accumulation, check_vocab_rows, validate, world_size
+from kdlite.config import (
+    ConfigError,
+    accumulation,
+    check_vocab_rows,
+    data_spec,
+    model_spec,
+    validate,
+    world_size,
+)
 from kdlite.models import DTYPES, ModelLoadError, ModelSpec
 from kdlite.parallel import apply_hardware
 
@@ -95,30 +103,6 @@ def _launch_rank() -> int:
 
 
 # ---- sources ---------------------------------------------------------------------------------
-def data_spec(d: Any) -> Any:
-    """conf/data/*.yaml -> the data module's DataSpec (the one place this mapping lives)."""
-    from kdlite.data.datamodule import DataSpec
-
-    return DataSpec(
-        name=d.name,
-        path=d.path,
-        revision=d.revision,
-        hf_config=d.hf_config,
-        split=d.split,
-        task_types=tuple(d.task_types) if d.task_types else None,
-        train_size=d.train_size,
-        val_size=d.val_size,
-        max_tokens=d.max_tokens,
-        limit=d.limit,
-        synthetic_size=d.synthetic_size,
-        seed=d.seed,
-    )
-
-
-def model_spec(m: Any) -> ModelSpec:
-    return ModelSpec(name=m.name, revision=m.revision, shape=m.shape, init=m.init)
-
-
 def teacher_location(spec: ModelSpec) -> str:
     """What `evaluate.py model=...` loads for this teacher: a name, a folder, or a bare shape."""
     return str(spec.asset() or spec.name or spec.shape)
