@@ -145,15 +145,23 @@ def apply_hardware(cfg: Any, n_gpus: int | None = None, refuse_cpu: bool = True)
     with open_dict(cfg):
         for key, value in hw.settings.items():
             cfg.trainer[key] = value
-    if refuse_cpu and str(cfg.trainer.accelerator) == "cpu" and not cfg.trainer.allow_cpu:
-        big = study_size_models(cfg.pair)
-        if big:
-            raise ConfigError(
-                f"pair={cfg.pair.name} is study-sized ({'; '.join(big)}) and would train on a "
-                "CPU (no CUDA GPU was found, or trainer=cpu was chosen): run it on GPUs, or set "
-                "trainer.allow_cpu=true to try anyway"
-            )
+    if refuse_cpu:
+        refuse_study_pair_on_cpu(cfg)
     return hw
+
+
+def refuse_study_pair_on_cpu(cfg: Any) -> None:
+    """ConfigError when the run would train a study-size pair on a CPU without
+    `trainer.allow_cpu=true`."""
+    if str(cfg.trainer.accelerator) != "cpu" or cfg.trainer.allow_cpu:
+        return
+    big = study_size_models(cfg.pair)
+    if big:
+        raise ConfigError(
+            f"pair={cfg.pair.name} is study-sized ({'; '.join(big)}) and would train on a "
+            "CPU (no CUDA GPU was found, or trainer=cpu was chosen): run it on GPUs, or set "
+            "trainer.allow_cpu=true to try anyway"
+        )
 
 
 _SIZE_IN_NAME = re.compile(r"(\d+(?:\.\d+)?)\s*[bB](?![a-zA-Z])")

@@ -198,6 +198,23 @@ def _loggers(cfg: DictConfig, run_dir: Path) -> list[Any]:
     return loggers
 
 
+def _check_resources_and_device(cfg: DictConfig) -> None:
+    """Every missing model/tokenizer named at once, and a study-size pair refused on a CPU, before
+    anything loads; when both apply, one error says both."""
+    from kdlite.parallel import refuse_study_pair_on_cpu
+    from kdlite.resources import check as check_resources
+
+    try:
+        refuse_study_pair_on_cpu(cfg)
+    except ConfigError as device_error:
+        try:
+            check_resources(cfg)
+        except ModelLoadError as missing:
+            raise ModelLoadError(f"{missing}\nand: {device_error}") from None
+        raise
+    check_resources(cfg)
+
+
 def _enum(value: Any) -> str:
     return str(value.value if hasattr(value, "value") else value)
 
@@ -214,7 +231,7 @@ def train(cfg: DictConfig, *, callbacks: Sequence[Any] = ()) -> RunResult:
     from kdlite.data.tokenizer import load_tokenizer
     from kdlite.module import DistillModule, LossSettings, ModelSettings, OptimSettings
 
-    hardware = apply_hardware(cfg)
+    hardware = apply_hardware(cfg, refuse_cpu=False)
     validate(cfg)
     if hardware.message and _launch_rank() == 0:
         print(hardware.message)
@@ -226,9 +243,7 @@ def train(cfg: DictConfig, *, callbacks: Sequence[Any] = ()) -> RunResult:
         return RunResult(
             Path(cfg.run_dir), export if export.is_dir() else None, best, int(done.record["step"])
         )
-    from kdlite.resources import check as check_resources
-
-    check_resources(cfg)  # every missing model/tokenizer named at once, before anything loads
+    _check_resources_and_device(cfg)
     # Expected here, so not worth a warning: the frozen teacher is in eval mode by design, and the
     # run directory exists before the CSV logger starts (set_aside_metrics keeps the old curve).
     warnings.filterwarnings(

@@ -99,3 +99,17 @@ def test_a_multi_device_sweep_on_the_basic_launcher_is_refused_before_any_job(tm
     assert "2-device jobs on Hydra's basic launcher is refused" in proc.stderr
     assert "Launching" not in proc.stdout + proc.stderr
     assert not (tmp_path / "runs").exists()  # no job started, no run directory left behind
+
+
+def test_the_study_command_on_a_cpu_says_why_it_stops(tmp_path):
+    """`python train.py pair=32b_8b data=bespoke lsp=0.5`, as users type it, on a machine without
+    a GPU (and offline, without the models): a few lines, no traceback, nothing written."""
+    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "train.py"), "pair=32b_8b", "data=bespoke", "lsp=0.5"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode != 0
+    assert "study-sized" in proc.stderr and "trainer.allow_cpu=true" in proc.stderr
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) < 15
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").rglob("*.ckpt"))

@@ -41,8 +41,11 @@ def tiny_run(tmp_path_factory) -> Path:
 
 
 def _copy_run(tiny_run: Path, tmp_path: Path) -> Path:
+    """A copy of a finished run, made resumable again (as if killed before its end): a run whose
+    status.json says done is not resumed, so its last.ckpt would never be opened."""
     run = tmp_path / "r"
     shutil.copytree(tiny_run, run)
+    (run / "status.json").unlink(missing_ok=True)
     return run
 
 
