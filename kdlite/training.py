@@ -272,7 +272,6 @@ def train(cfg: DictConfig, *, callbacks: Sequence[Any] = ()) -> RunResult:
 
     tokenizer = load_tokenizer(cfg.pair.tokenizer)
     teacher: ModelSpec | None = None
-    use_cache = cfg.lam > 0 and _enum(cfg.teacher) == "cache"
     if cfg.lam > 0:
         if cfg.pair.teacher.bootstrap:
             teacher = ModelSpec(name=str(bootstrap_teacher(cfg, tokenizer)))
@@ -294,15 +293,15 @@ def train(cfg: DictConfig, *, callbacks: Sequence[Any] = ()) -> RunResult:
         seed=cfg.seed,
     )
     datamodule = DistillDataModule(spec, tokenizer, knobs, num_workers=cfg.trainer.num_workers)
-    teacher_cache = None
-    if use_cache:  # the teacher's top-k log-probs are read from disk; the teacher is never loaded
-        from kdlite.cache_teacher import open_for_run
+    teacher_cache = None  # teacher=cache|auto: top-k log-probs read from disk, teacher never loaded
+    if cfg.lam > 0 and _enum(cfg.teacher) != "online":
+        from kdlite.cache_teacher import select_for_run
 
-        teacher_cache = open_for_run(cfg, tokenizer, datamodule, k=cfg.teacher_cache_k)
+        teacher_cache = select_for_run(cfg, tokenizer, datamodule)  # None: the online teacher
     module = DistillModule(
         ModelSettings(
             student=model_spec(cfg.pair.student),
-            teacher=None if use_cache else teacher,
+            teacher=None if teacher_cache is not None else teacher,
             teacher_cache=teacher_cache,
             teacher_dtype=DTYPES[cfg.trainer.teacher_dtype],
             attention=attention,
