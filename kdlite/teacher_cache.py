@@ -186,7 +186,7 @@ class Estimate:
 
     @property
     def bytes(self) -> int:
-        """Tensor bytes; each shard adds a header of ~300 B and the manifest ~60 B per example."""
+        """Tensor bytes; each shard adds a header of ~320 B and the manifest ~50 B per example."""
         return self.tokens * self.bytes_per_token
 
     def describe(self) -> str:
