@@ -222,17 +222,16 @@ def _plan_digest(spec: CacheSpec, plan_ids: list[list[str]]) -> str:
     return hashlib.sha1(blob.encode()).hexdigest()
 
 
-def _start_partial(tmp: Path, spec: CacheSpec, plan_ids: list[list[str]]) -> bool:
-    """Rank 0: keep a partial build of the same plan (True) or start an empty one (False)."""
+def _start_partial(tmp: Path, spec: CacheSpec, plan_ids: list[list[str]]) -> None:
+    """Rank 0: keep a partial build of the same plan, or start an empty one."""
     digest = _plan_digest(spec, plan_ids)
     plan_path = tmp / PLAN
     if plan_path.is_file() and json.loads(plan_path.read_text()).get("digest") == digest:
-        return True
+        return
     shutil.rmtree(tmp, ignore_errors=True)  # nothing, or a build of other rows: start over
     tmp.mkdir(parents=True)
     plan = {"key": spec.key, "spec": asdict(spec), "digest": digest, "shards": len(plan_ids)}
     _write_json(plan_path, plan)
-    return False
 
 
 def _shard_complete(tmp: Path, shard: int) -> bool:
@@ -343,9 +342,10 @@ def build_cache(
         raise CacheError("duplicate source_id in the rows to cache")
     lengths = [len(r) for _, r in rows]
     plan = plan_shards(lengths, shard_tokens)
+    plan_ids = [[rows[i][0] for i in shard] for shard in plan]
     tmp = partial_folder(folder)
     if rank == 0:
-        _start_partial(tmp, spec, [[rows[i][0] for i in shard] for shard in plan])
+        _start_partial(tmp, spec, plan_ids)
     _barrier(world)
     done = [i for i in range(len(plan)) if _shard_complete(tmp, i)]
     mine = [i for i in range(len(plan)) if i % world == rank and i not in done]
@@ -386,12 +386,14 @@ def build_cache(
     bar.close()
     _barrier(world)
     if rank == 0:
-        _finish(tmp, folder, spec, [[rows[i][0] for i in shard] for shard in plan], world)
+        _finish(tmp, folder, spec, plan_ids, world)
     _barrier(world)
     return folder
 
 
-def _finish(tmp: Path, folder: Path, spec: CacheSpec, plan_ids: list[list[str]], world: int):
+def _finish(
+    tmp: Path, folder: Path, spec: CacheSpec, plan_ids: list[list[str]], world: int
+) -> None:
     """Rank 0: check every planned row is written exactly once, write the manifest, rename."""
     index: dict[str, list[int]] = {}
     shards = []
