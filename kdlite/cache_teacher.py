@@ -3,34 +3,67 @@
 Composes `conf/config.yaml` with the same overrides a training run takes (`pair=...`, `data=...`,
 `temperature=...`, `trainer=gpu`), renders the data through `DistillDataModule` (same cache of
 rendered rows, same train/val selection), runs the teacher once over every full-length row and
-writes the top-k cache (`kdlite.teacher_cache`). Own options (key=value, not part of the train
-config): `k=64`, `logprob_dtype=float16`, `batch_tokens=16384`, `device=auto`.
-For `pair=tiny` the teacher is the bootstrapped one (`kdlite.training.bootstrap_teacher`, trained
-once and cached). One forward per row instead of one per row per run: a sweep of n runs over the
-same (teacher, data) saves n − 1 teacher forwards per token, at 6·k + 8 bytes per token of disk.
+writes the top-k cache (`kdlite.teacher_cache`), first printing what it will write (examples,
+tokens, bytes). Own options (key=value, not part of the train config):
+- `k=64`, `logprob_dtype=float16`: what is stored (6·k + 8 bytes per token at fp16);
+- `batch_tokens=16384`: rows × longest row per teacher forward; `shard_tokens=1048576`:
+  positions per shard file, the unit of parallel work and of resumption;
+- `processes=auto`: one process per visible GPU (1 without CUDA), started through
+  `torch.distributed.run`; each holds a whole teacher (`device=auto`: its own GPU) and writes its
+  own shards. Under a launcher of your own (`torchrun ... -m kdlite.cache_teacher`, Slurm) the
+  launcher's ranks are used;
+- `dry_run=true`: print the estimate and the cache folder, load no teacher, write nothing;
+- `progress=true`: a tqdm bar on rank 0 (tokens/s, ETA).
+An interrupted build resumes at its first missing shard when the same command is run again.
+For `pair.teacher.bootstrap=true` (tiny pairs) the teacher is the bootstrapped one
+(`kdlite.training.bootstrap_teacher`, trained once and cached, before any process starts). One
+forward per row instead of one per row per run: a sweep of n runs over the same (teacher, data)
+saves n − 1 teacher forwards per token. Training reads the cache with `teacher=cache` (required)
+or `teacher=auto` (used where it exists and is exact, else the online teacher): `select_for_run`.
 
-Example: `python -m kdlite.cache_teacher pair=8b_4b data=bespoke trainer=gpu k=64`
+Example: `python -m kdlite.cache_teacher pair=8b_4b data=bespoke trainer=gpu k=64 dry_run=true`
 """
 
 from __future__ import annotations
 
+import logging
+import os
+import subprocess
 import sys
+import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import torch
 from omegaconf import DictConfig
 
-from kdlite.cache import cache_root
 from kdlite.config import compose_train
-from kdlite.teacher_cache import CacheError, CacheSpec, TeacherCache, teacher_fingerprint
+from kdlite.teacher_cache import (  # the run-side functions live in the library
+    MANIFEST,
+    SHARD_TOKENS,
+    CacheError,
+    Estimate,
+    cache_folder,
+    cache_spec,
+    estimate,
+    partial_status,
+    teacher_path,
+)
+
+log = logging.getLogger(__name__)
 
 OWN_DEFAULTS: dict[str, Any] = {
     "k": 64,
     "logprob_dtype": "float16",
     "batch_tokens": 16_384,
+    "shard_tokens": SHARD_TOKENS,
     "device": "auto",
+    "processes": "auto",
+    "dry_run": False,
+    "progress": True,
 }
+_BOOLS = {"true": True, "false": False}
 
 
 def split_args(argv: list[str]) -> tuple[dict[str, Any], list[str]]:
@@ -39,78 +72,28 @@ def split_args(argv: list[str]) -> tuple[dict[str, Any], list[str]]:
     rest = []
     for arg in argv:
         key, _, value = arg.partition("=")
-        if key in OWN_DEFAULTS:
-            own[key] = type(OWN_DEFAULTS[key])(value)
-        else:
+        if key not in OWN_DEFAULTS:
             rest.append(arg)
+            continue
+        default = OWN_DEFAULTS[key]
+        try:
+            own[key] = _BOOLS[value.lower()] if isinstance(default, bool) else type(default)(value)
+        except (KeyError, ValueError):
+            kind = "true or false" if isinstance(default, bool) else type(default).__name__
+            raise CacheError(f"{key}={value}: must be {kind}") from None
     return own, rest
 
 
 def full_row_datamodule(cfg: DictConfig, tokenizer: Any):
     """The run's data module with lsp = 1 and a left crop: every example's full rendered row."""
+    from kdlite.config import data_spec
     from kdlite.data.datamodule import DistillDataModule, Knobs
-    from kdlite.training import data_spec
 
     spec = data_spec(cfg.data)
     dm = DistillDataModule(spec, tokenizer, Knobs(lsp=1.0, crop="left", examples_per_step=1))
     dm.prepare_data()
     dm.setup("fit")
     return dm
-
-
-def teacher_path(cfg: DictConfig, tokenizer: Any) -> tuple[str, str | None]:
-    """(name or folder, revision) of the teacher; refuses random-weight teachers."""
-    from kdlite.training import bootstrap_teacher, model_spec
-
-    t = cfg.pair.teacher
-    if t.bootstrap:
-        return str(bootstrap_teacher(cfg, tokenizer)), None
-    if t.shape is not None and t.init == "random":
-        raise CacheError(
-            f"pair.teacher.shape={t.shape} is a random-weight teacher: nothing stable to cache"
-        )
-    if (folder := model_spec(t).asset()) is not None:
-        return str(folder), None
-    return str(t.name), t.revision
-
-
-def cache_spec(
-    cfg: DictConfig, tokenizer: Any, datamodule: Any, k: int, logprob_dtype: str = "float16"
-) -> CacheSpec:
-    name, revision = teacher_path(cfg, tokenizer)
-    return CacheSpec(
-        teacher=teacher_fingerprint(name, revision),
-        data=Path(datamodule.cache_path).stem,
-        k=int(k),
-        temperature=float(cfg.temperature),
-        vocab_size=len(tokenizer),
-        logprob_dtype=logprob_dtype,
-        teacher_dtype=str(cfg.trainer.teacher_dtype),
-    )
-
-
-def cache_folder(spec: CacheSpec, pair_name: str) -> Path:
-    return cache_root() / "teacher_logits" / f"{pair_name}-{spec.key}"
-
-
-def open_for_run(
-    cfg: DictConfig, tokenizer: Any, datamodule: Any, k: int, logprob_dtype: str = "float16"
-) -> TeacherCache:
-    """The cache a training run reads, checked against the run's crop and temperature."""
-    spec = cache_spec(cfg, tokenizer, datamodule, k, logprob_dtype)
-    folder = cache_folder(spec, cfg.pair.name)
-    if not (folder / "index.json").exists():
-        raise CacheError(
-            f"no teacher cache for this (teacher, data, k={k}, temperature={cfg.temperature}) at "
-            f"{folder}; build it once with `python -m kdlite.cache_teacher <the run's overrides> "
-            f"k={k}`"
-        )
-    cache = TeacherCache(folder)
-    cache.check_run(
-        lsp=float(cfg.lsp), crop=str(getattr(cfg.crop, "value", cfg.crop)),
-        temperature=float(cfg.temperature), spec=spec,
-    )  # fmt: skip
-    return cache
 
 
 def load_teacher(name: str, revision: str | None, vocab_size: int, dtype: torch.dtype):
@@ -120,46 +103,152 @@ def load_teacher(name: str, revision: str | None, vocab_size: int, dtype: torch.
     return HiddenLM(lm.eval().requires_grad_(False))
 
 
+def _rows(datamodule: Any) -> list[tuple[str, list[int]]]:
+    return [(it.source_id, it.input_ids) for it in (*datamodule.train_items, *datamodule.val_items)]
+
+
+def _estimate(datamodule: Any, own: dict[str, Any]) -> Estimate:
+    lengths = [len(ids) for _, ids in _rows(datamodule)]
+    return estimate(lengths, own["k"], own["logprob_dtype"], own["shard_tokens"])
+
+
+def ready_teacher(cfg: DictConfig, tokenizer: Any) -> tuple[str, str | None]:
+    """The teacher's (name or folder, revision), training the tiny bootstrapped teacher first when
+    the pair asks for one and it is not built yet (the program may train; the library may not)."""
+    if cfg.pair.teacher.bootstrap:
+        from kdlite.training import bootstrap_teacher
+
+        bootstrap_teacher(cfg, tokenizer)
+    return teacher_path(cfg, tokenizer)
+
+
+def dry_run(cfg: DictConfig, own: dict[str, Any]) -> Estimate:
+    """Print what a build would write and where; no teacher is loaded, nothing is written."""
+    from kdlite.data.tokenizer import load_tokenizer
+
+    tokenizer = load_tokenizer(cfg.pair.tokenizer)
+    dm = full_row_datamodule(cfg, tokenizer)
+    est = _estimate(dm, own)
+    if cfg.pair.teacher.bootstrap:  # its fingerprint needs the trained teacher
+        where = "its folder is named once the bootstrapped teacher exists"
+    else:
+        folder = cache_folder(
+            cache_spec(cfg, tokenizer, dm, own["k"], own["logprob_dtype"]), cfg.pair.name
+        )
+        state = "built" if (folder / MANIFEST).exists() else partial_status(folder) or "not built"
+        where = f"at {folder} ({state})"
+    print(f"kdlite: teacher cache (dry run, k={own['k']}): {est.describe()}; {where}")
+    return est
+
+
+def processes(value: str) -> int:
+    """`processes=auto|N`: auto = one per visible CUDA device, 1 without CUDA."""
+    if value == "auto":
+        return max(1, torch.cuda.device_count()) if torch.cuda.is_available() else 1
+    if not value.isdigit() or int(value) < 1:
+        raise CacheError(f"processes={value}: must be auto or a positive integer")
+    return int(value)
+
+
+def _launch(argv: list[str], n: int) -> None:
+    """Run this command again as n processes under torch.distributed.run (one node)."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    cmd += [f"--nproc_per_node={n}", "-m", "kdlite.cache_teacher", *argv]
+    print(f"kdlite: teacher cache: starting {n} processes", flush=True)
+    done = subprocess.run(cmd, check=False)
+    if done.returncode:
+        raise CacheError(
+            f"the {n}-process teacher cache build failed (exit {done.returncode}); the shards "
+            "it completed are kept: run the same command again to resume"
+        )
+
+
 def build(cfg: DictConfig, own: dict[str, Any]) -> Path:
+    """Build (or find) the cache; every rank of a torch.distributed launch calls this."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+    started = False
+    if world > 1 and not torch.distributed.is_initialized():
+        if torch.cuda.is_available():
+            torch.cuda.set_device(local_rank)
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        # Ranks wait for each other only at the start and the end; uneven shares can take hours.
+        torch.distributed.init_process_group(backend, timeout=timedelta(hours=12))
+        started = True
+    try:
+        return _build(cfg, own, rank, world, local_rank)
+    finally:
+        if started:
+            torch.distributed.destroy_process_group()
+
+
+def _build(cfg: DictConfig, own: dict[str, Any], rank: int, world: int, local_rank: int) -> Path:
     from kdlite.data.tokenizer import load_tokenizer
     from kdlite.models import DTYPES
     from kdlite.teacher_cache import build_cache
 
+    if cfg.trainer.num_threads:
+        torch.set_num_threads(int(cfg.trainer.num_threads))
     tokenizer = load_tokenizer(cfg.pair.tokenizer)
+    if world > 1 and rank != 0:
+        torch.distributed.barrier()  # rank 0 renders the data (and bootstraps a teacher) first
+    if rank == 0:
+        ready_teacher(cfg, tokenizer)
     dm = full_row_datamodule(cfg, tokenizer)
     spec = cache_spec(cfg, tokenizer, dm, own["k"], own["logprob_dtype"])
+    if world > 1 and rank == 0:
+        torch.distributed.barrier()
     folder = cache_folder(spec, cfg.pair.name)
-    if (folder / "index.json").exists():
-        print(f"kdlite: teacher cache already built at {folder}")
+    if (folder / MANIFEST).exists():
+        if rank == 0:
+            print(f"kdlite: teacher cache already built at {folder}")
         return folder
+    est = _estimate(dm, own)
+    name, revision = teacher_path(cfg, tokenizer)
+    if rank == 0:
+        print(f"kdlite: teacher cache of {name} (k={spec.k}, τ={spec.temperature}) at {folder}: "
+              f"{est.describe()}", flush=True)  # fmt: skip
     device = own["device"]
     if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    name, revision = teacher_path(cfg, tokenizer)
-    dtype = DTYPES[cfg.trainer.teacher_dtype]
-    teacher = load_teacher(name, revision, len(tokenizer), dtype).to(device)
-    items = [*dm.train_items, *dm.val_items]
-    rows = [(it.source_id, it.input_ids) for it in items]
+        device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
+    teacher = load_teacher(name, revision, len(tokenizer), DTYPES[cfg.trainer.teacher_dtype])
+    teacher = teacher.to(device)
+    t0 = time.perf_counter()
     build_cache(
-        teacher, rows, folder, spec, batch_tokens=own["batch_tokens"],
-        chunk_size=int(cfg.trainer.chunk_size), device=device,
+        teacher, _rows(dm), folder, spec, batch_tokens=own["batch_tokens"],
+        chunk_size=int(cfg.trainer.chunk_size), shard_tokens=own["shard_tokens"], device=device,
+        rank=rank, world=world, progress=own["progress"],
     )  # fmt: skip
-    n_tokens = sum(len(r) for _, r in rows)
-    size = sum(p.stat().st_size for p in folder.iterdir())
-    print(
-        f"kdlite: cached {len(rows)} rows / {n_tokens:,} tokens of {name} (k={spec.k}) at "
-        f"{folder}: {size / 2**20:,.1f} MiB, {size / max(1, n_tokens):.0f} B/token"
-    )
+    seconds = time.perf_counter() - t0
+    if rank == 0:
+        size = sum(p.stat().st_size for p in folder.iterdir())
+        print(
+            f"kdlite: cached {est.examples} rows / {est.tokens:,} tokens of {name} (k={spec.k}) "
+            f"at {folder} in {seconds:.1f} s over {world} process(es): {size / 2**20:,.1f} MiB, "
+            f"{size / max(1, est.tokens):.0f} B/token"
+        )
     return folder
 
 
-def main(argv: list[str] | None = None) -> Path:
+def main(argv: list[str] | None = None) -> Path | Estimate:
+    """The CLI: the cache folder (built or found), or the estimate of a dry run."""
     argv = sys.argv[1:] if argv is None else argv
     if any(a in ("-h", "--help") for a in argv):
         print(__doc__)
         sys.exit(0)
     own, overrides = split_args(argv)
-    return build(compose_train(overrides), own)
+    cfg = compose_train(overrides)
+    if own["dry_run"]:
+        return dry_run(cfg, own)
+    n = processes(own["processes"])
+    if n > 1 and "WORLD_SIZE" not in os.environ:
+        from kdlite.data.tokenizer import load_tokenizer
+
+        tokenizer = load_tokenizer(cfg.pair.tokenizer)  # data and teacher, once, before the ranks
+        ready_teacher(cfg, tokenizer)
+        full_row_datamodule(cfg, tokenizer)
+        _launch(argv, n)
+    return build(cfg, own)
 
 
 if __name__ == "__main__":

@@ -94,6 +94,13 @@ def _plain(value: Any) -> str:
     return str(getattr(value, "value", value))  # Enum members (the schema's) by their value
 
 
+def launch_rank() -> int:
+    """This process's global rank before a Trainer exists (the launchers' environment variables)."""
+    from lightning.fabric.utilities.rank_zero import rank_zero_only
+
+    return int(getattr(rank_zero_only, "rank", 0) or 0)
+
+
 def gpu_count() -> int:
     import torch
 

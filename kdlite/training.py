@@ -10,7 +10,6 @@ anyone: rerunning the same command finds `checkpoints/last.ckpt` and continues f
 from __future__ import annotations
 
 import gc
-import hashlib
 import json
 import logging
 import subprocess
@@ -24,7 +23,6 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from kdlite import run_state
-from kdlite.cache import cache_root
 from kdlite.checkpoint import AtomicCheckpointIO, ensure_writable, resume_checkpoint
 from kdlite.config import (
     ConfigError,
@@ -36,7 +34,7 @@ from kdlite.config import (
     world_size,
 )
 from kdlite.models import DTYPES, ModelLoadError, ModelSpec
-from kdlite.parallel import apply_hardware
+from kdlite.parallel import apply_hardware, launch_rank
 
 log = logging.getLogger(__name__)
 
@@ -95,13 +93,6 @@ def write_run_files(run_dir: Path, cfg: DictConfig) -> None:
     (run_dir / "git.txt").write_text(git_revision() + "\n")
 
 
-def _launch_rank() -> int:
-    """This process's global rank before the Trainer exists (launcher environment variables)."""
-    from lightning.fabric.utilities.rank_zero import rank_zero_only
-
-    return int(getattr(rank_zero_only, "rank", 0) or 0)
-
-
 # ---- sources ---------------------------------------------------------------------------------
 def teacher_location(spec: ModelSpec) -> str:
     """What `evaluate.py model=...` loads for this teacher: a name, a folder, or a bare shape."""
@@ -132,23 +123,10 @@ def check_tokenizers(pair: Any, tokenizer: Any, teacher: ModelSpec | None) -> No
 
 def bootstrap_teacher(cfg: DictConfig, tokenizer: Any) -> Path:
     """Train the tiny teacher on the data with the hard loss alone, once; return its export."""
-    from kdlite.data.tokenizer import tokenizer_fingerprint
+    from kdlite.teacher_cache import bootstrap_home
 
     pair = cfg.pair
-    recipe = {
-        "teacher": OmegaConf.to_container(pair.teacher, resolve=True),
-        "bootstrap": OmegaConf.to_container(pair.bootstrap, resolve=True),
-        "data": OmegaConf.to_container(cfg.data, resolve=True),
-        "tokenizer": tokenizer_fingerprint(tokenizer),
-        "seed": cfg.seed,
-    }
-    t = pair.teacher
-    if t.shape is not None and t.init != "random":  # rebuilt shipped weights -> a new teacher
-        from kdlite.models import asset_fingerprint
-
-        recipe["weights"] = asset_fingerprint(t.shape, t.init)
-    key = hashlib.sha1(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:12]
-    home = cache_root() / "teachers" / f"{pair.name}-{key}"
+    home = bootstrap_home(cfg, tokenizer)
     export = home / "run" / "export"
     if (export / "config.json").exists():
         return export
@@ -233,7 +211,7 @@ def train(cfg: DictConfig, *, callbacks: Sequence[Any] = ()) -> RunResult:
 
     hardware = apply_hardware(cfg, refuse_cpu=False)
     validate(cfg)
-    if hardware.message and _launch_rank() == 0:
+    if hardware.message and launch_rank() == 0:
         print(hardware.message)
     if cfg.resume and (
         done := run_state.already_done(Path(cfg.run_dir), cfg.optim.max_steps, cfg.optim.epochs)
@@ -275,7 +253,6 @@ def train(cfg: DictConfig, *, callbacks: Sequence[Any] = ()) -> RunResult:
 
     tokenizer = load_tokenizer(cfg.pair.tokenizer)
     teacher: ModelSpec | None = None
-    use_cache = cfg.lam > 0 and _enum(cfg.teacher) == "cache"
     if cfg.lam > 0:
         if cfg.pair.teacher.bootstrap:
             teacher = ModelSpec(name=str(bootstrap_teacher(cfg, tokenizer)))
@@ -298,15 +275,15 @@ def train(cfg: DictConfig, *, callbacks: Sequence[Any] = ()) -> RunResult:
         seed=cfg.seed,
     )
     datamodule = DistillDataModule(spec, tokenizer, knobs, num_workers=cfg.trainer.num_workers)
-    teacher_cache = None
-    if use_cache:  # the teacher's top-k log-probs are read from disk; the teacher is never loaded
-        from kdlite.cache_teacher import open_for_run
+    teacher_cache = None  # teacher=cache|auto: top-k log-probs read from disk, teacher never loaded
+    if cfg.lam > 0 and _enum(cfg.teacher) != "online":
+        from kdlite.teacher_cache import select_for_run
 
-        teacher_cache = open_for_run(cfg, tokenizer, datamodule, k=cfg.teacher_cache_k)
+        teacher_cache = select_for_run(cfg, tokenizer, datamodule)  # None: the online teacher
     module = DistillModule(
         ModelSettings(
             student=model_spec(cfg.pair.student),
-            teacher=None if use_cache else teacher,
+            teacher=None if teacher_cache is not None else teacher,
             teacher_cache=teacher_cache,
             teacher_dtype=DTYPES[cfg.trainer.teacher_dtype],
             attention=attention,

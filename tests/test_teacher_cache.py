@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import pytest
 import torch
@@ -18,9 +19,14 @@ from kdlite.models import HiddenLM, random_model
 from kdlite.teacher_cache import (
     CacheError,
     CacheSpec,
+    Estimate,
     TeacherCache,
     build_cache,
     bytes_per_token,
+    estimate,
+    partial_folder,
+    partial_status,
+    plan_shards,
     teacher_fingerprint,
     topk_logprobs,
 )
@@ -233,8 +239,9 @@ def test_cache_key_changes_with_teacher_data_k_and_temperature(tmp_path):
 
 
 def test_cli_splits_its_options_and_refuses_random_teachers(embedded_tokenizer):
-    from kdlite.cache_teacher import split_args, teacher_path
+    from kdlite.cache_teacher import split_args
     from kdlite.config import compose_train as compose
+    from kdlite.teacher_cache import teacher_path
 
     own, overrides = split_args(["k=16", "data=synthetic", "logprob_dtype=float32", "lsp=0.5"])
     assert own["k"] == 16 and own["logprob_dtype"] == "float32"
@@ -245,3 +252,165 @@ def test_cli_splits_its_options_and_refuses_random_teachers(embedded_tokenizer):
     shipped = compose(["pair.teacher.bootstrap=false"])  # the tiny pair's reasoning teacher
     folder, revision = teacher_path(shipped, embedded_tokenizer)
     assert folder.endswith("tiny-teacher-reasoning") and revision is None
+
+
+# ---- a cache for a grid: resumable shards, manifest checks, estimate, teacher=auto ------------
+def _read_all(cache: TeacherCache) -> dict[str, dict[str, torch.Tensor]]:
+    return {sid: cache.row(sid, n) for sid, (_, _, n) in cache.index.items()}
+
+
+def test_plan_covers_every_row_once_within_the_shard_size():
+    lengths = [9, 5, 12, 7, 30, 1, 5]
+    plan = plan_shards(lengths, shard_tokens=16)
+    assert sorted(i for shard in plan for i in shard) == list(range(len(lengths)))
+    for shard in plan:
+        assert len(shard) == 1 or sum(lengths[i] for i in shard) <= 16
+    assert plan == plan_shards(lengths, shard_tokens=16)  # a function of the rows alone
+    with pytest.raises(ValueError, match="shard_tokens"):
+        plan_shards(lengths, 0)
+
+
+def test_an_interrupted_build_resumes_and_equals_an_uninterrupted_one(teacher, tmp_path):
+    rows = _rows() + [(f"more-{i}", list(range(1, 4 + i))) for i in range(6)]
+    spec = _spec(8)
+    kw = {"batch_tokens": 24, "shard_tokens": 16}
+    whole = TeacherCache(build_cache(teacher, rows, tmp_path / "whole", spec, **kw))
+    n_shards = len(plan_shards([len(r) for _, r in rows], 16))
+    assert n_shards >= 4
+
+    def crash_after_two(shard):
+        built.append(shard)
+        if len(built) == 2:
+            raise KeyboardInterrupt  # a crash mid-build, in-process
+
+    folder, built = tmp_path / "resumed", []
+    with pytest.raises(KeyboardInterrupt):
+        build_cache(teacher, rows, folder, spec, on_shard=crash_after_two, **kw)
+    assert not folder.exists()
+    assert partial_status(folder) == f"2 of {n_shards} shards complete"
+    with pytest.raises(CacheError, match=rf"{folder.name} is partial \(2 of {n_shards} shards"):
+        TeacherCache(folder)
+
+    built = []
+    build_cache(teacher, rows, folder, spec, on_shard=built.append, **kw)
+    assert built == list(range(2, n_shards))  # only the missing shards
+    resumed = TeacherCache(folder)
+    assert not partial_folder(folder).exists()
+    assert sorted(p.name for p in folder.iterdir()) == sorted(
+        p.name for p in whole.folder.iterdir()
+    )
+    got, want = _read_all(resumed), _read_all(whole)
+    assert sorted(got) == sorted(sid for sid, _ in rows)  # every row, once (index keys)
+    assert resumed.tokens == sum(len(r) for _, r in rows)
+    for sid in want:
+        for name in want[sid]:
+            assert torch.equal(got[sid][name], want[sid][name]), (sid, name)
+
+    other = [*rows[:-1], ("changed", [1, 2, 3])]  # a partial build of other rows is discarded
+    built = []
+    with pytest.raises(KeyboardInterrupt):
+        build_cache(teacher, rows, tmp_path / "x", spec, on_shard=crash_after_two, **kw)
+    built = []
+    build_cache(teacher, other, tmp_path / "x", spec, on_shard=built.append, **kw)
+    assert built == list(range(len(plan_shards([len(r) for _, r in other], 16))))
+    assert "changed" in TeacherCache(tmp_path / "x").index
+
+
+def test_reader_refuses_damaged_and_stale_caches_by_name(teacher, tmp_path):
+    folder = build_cache(teacher, _rows(), tmp_path / "c", _spec(4), shard_tokens=16)
+    cache = TeacherCache(folder)
+    with pytest.raises(CacheError, match=r"stale for this run: k: cache 4, run 8") as err:
+        cache.check_run(lsp=0.5, crop="left", temperature=1.0, spec=_spec(8))
+    assert str(folder) in str(err.value)
+    teacher_changed = dataclasses.replace(_spec(4), teacher="t2")
+    with pytest.raises(CacheError, match=r"teacher: cache 't', run 't2'"):
+        cache.check_run(lsp=0.5, crop="left", temperature=1.0, spec=teacher_changed)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert [s["file"] for s in manifest["shards"]] == sorted(
+        p.name for p in folder.glob("shard-*.safetensors")
+    )
+    assert manifest["bytes_per_token"] == bytes_per_token(4) and manifest["rows"] == 4
+    shard = folder / manifest["shards"][1]["file"]
+    shard.write_bytes(shard.read_bytes()[:-8])
+    with pytest.raises(CacheError, match=rf"{folder.name} is damaged \(shard-00001"):
+        TeacherCache(folder)
+    shard.unlink()
+    with pytest.raises(CacheError, match="shard-00001.safetensors is missing"):
+        TeacherCache(folder)
+
+
+def test_estimate_is_the_disk_a_build_takes(teacher, tmp_path):
+    # The docs' arithmetic: 40k examples × 4,096 tokens at k = 64 (6·64 + 8 = 392 B/token).
+    study = estimate([4096] * 40_000, k=64)
+    assert study.tokens == 163_840_000 and study.bytes == 64_225_280_000  # 64.2 GB, 59.8 GiB
+    rows = _rows()
+    est = estimate([len(r) for _, r in rows], k=4, shard_tokens=16)
+    folder = build_cache(teacher, rows, tmp_path / "c", _spec(4), shard_tokens=16)
+    shards = list(folder.glob("shard-*.safetensors"))
+    assert est.shards == len(shards) and est.examples == 4 and est.tokens == 33
+    on_disk = sum(p.stat().st_size for p in shards)
+    assert est.bytes <= on_disk <= est.bytes + 400 * len(shards)  # + one safetensors header each
+    assert "33 tokens (longest 12) × 32 B/token = 1,056 bytes" in est.describe()
+
+
+def test_dry_run_prints_the_estimate_and_loads_no_teacher(monkeypatch, capsys, embedded_tokenizer):
+    import kdlite.cache_teacher as cli
+    from kdlite.cache import cache_root
+
+    def no_teacher(*args, **kwargs):
+        raise AssertionError("a dry run loaded the teacher")
+
+    monkeypatch.setattr(cli, "load_teacher", no_teacher)
+    caches = cache_root() / "teacher_logits"
+    before = sorted(caches.glob("*"))  # other tests of the session may have built caches
+    est = cli.main([*CLI_DATA, "k=16", "dry_run=true"])
+    assert isinstance(est, Estimate)
+    out = capsys.readouterr().out
+    assert f"{est.examples} examples, {est.tokens:,} tokens" in out
+    assert f"× 104 B/token = {est.tokens * 104:,} bytes" in out and "(not built)" in out
+    assert est.examples == 40 and est.tokens > 1000
+    assert sorted(caches.glob("*")) == before  # nothing written
+    with pytest.raises(CacheError, match="dry_run=maybe: must be true or false"):
+        cli.split_args(["dry_run=maybe"])
+
+
+CLI_DATA = ["data.synthetic_size=48", "data.train_size=32", "data.val_size=8"]
+
+
+def test_teacher_auto_reads_the_cache_for_left_crops_and_runs_online_for_right_crops(
+    caplog, embedded_tokenizer
+):
+    import logging
+
+    from kdlite.cache_teacher import full_row_datamodule, main
+    from kdlite.config import compose_train
+    from kdlite.teacher_cache import select_for_run
+
+    folder = main([*CLI_DATA, "k=8", "progress=false"])
+
+    def select(*overrides):
+        cfg = compose_train([*CLI_DATA, "teacher_cache_k=8", *overrides])
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="kdlite.teacher_cache"):
+            cache = select_for_run(
+                cfg, embedded_tokenizer, full_row_datamodule(cfg, embedded_tokenizer)
+            )
+        return cache, caplog.text
+
+    for overrides in (["lsp=0.5"], ["lsp=1.0", "crop=right"], ["supervise=cot"]):
+        cache, said = select("teacher=auto", *overrides)
+        assert cache is not None and cache.folder == folder
+        assert f"teacher=auto: reading the teacher cache {folder} (k=8)" in said
+    cache, said = select("teacher=auto", "lsp=0.5", "crop=right")
+    assert cache is None
+    assert "teacher=auto: online teacher (crop=right at lsp=0.5" in said
+    cache, said = select("teacher=auto", "lsp=0.5", "temperature=2.0")  # no cache for τ = 2
+    assert cache is None and "online teacher (no teacher cache" in said
+    assert f"{folder} is stale for it: temperature: cache 1.0, run 2.0" in said
+    # teacher=cache requires the cache: the same two runs are refused, naming why
+    with pytest.raises(CacheError, match="crop=right with lsp=0.5"):
+        select("teacher=cache", "lsp=0.5", "crop=right")
+    with pytest.raises(CacheError, match="temperature: cache 1.0, run 2.0"):
+        select("teacher=cache", "temperature=2.0")
+    cache, said = select("teacher=cache", "lsp=0.3")
+    assert cache is not None and "teacher=cache: reading the teacher cache" in said
