@@ -227,11 +227,18 @@ def run_name(override_dirname: str) -> str:
     return f"{head}-{digest}"
 
 
+def _or(value: Any, default: str) -> Any:
+    """`${kdlite_or:${experiment},sweep}`: `oc.select` keeps a null value; this replaces it."""
+    return default if value in (None, "", "None") else value
+
+
 def register_configs() -> None:
-    """Register the schema and the `kdlite_run_name` resolver (idempotent)."""
+    """Register the schema and the `kdlite_run_name` / `kdlite_or` resolvers (idempotent)."""
     ConfigStore.instance().store(name="train_schema", node=TrainConfig)
     if not OmegaConf.has_resolver("kdlite_run_name"):
         OmegaConf.register_new_resolver("kdlite_run_name", run_name)
+    if not OmegaConf.has_resolver("kdlite_or"):
+        OmegaConf.register_new_resolver("kdlite_or", _or)
 
 
 from kdlite.errors import ConfigError  # noqa: E402 - re-exported: `kdlite.config.ConfigError`
