@@ -206,7 +206,7 @@ def compose_train(overrides: list[str]) -> DictConfig:
         cfg = compose(config_name="config", overrides=overrides)
     from kdlite.parallel import apply_hardware
 
-    apply_hardware(cfg, refuse_cpu=False)  # `auto` trainer keys -> this machine's values
+    apply_hardware(cfg)  # `auto` trainer keys -> this machine's values
     return cfg
 
 

@@ -143,17 +143,15 @@ def resolve_hardware(trainer: Any, n_gpus: int | None = None) -> Hardware:
     return Hardware(preset, settings, f"kdlite: hardware: {what}; choose with trainer=cpu|gpu|fsdp")
 
 
-def apply_hardware(cfg: Any, n_gpus: int | None = None, refuse_cpu: bool = True) -> Hardware:
-    """Fill the `auto` trainer keys in place (see `resolve_hardware`); with `refuse_cpu`, refuse
-    a study-size pair on a CPU unless `trainer.allow_cpu=true`."""
+def apply_hardware(cfg: Any, n_gpus: int | None = None) -> Hardware:
+    """Fill the `auto` trainer keys in place (see `resolve_hardware`). Whether the result may
+    train the pair is `refuse_study_pair_on_cpu`'s call (`train()` asks it)."""
     from omegaconf import open_dict
 
     hw = resolve_hardware(cfg.trainer, n_gpus)
     with open_dict(cfg):
         for key, value in hw.settings.items():
             cfg.trainer[key] = value
-    if refuse_cpu:
-        refuse_study_pair_on_cpu(cfg)
     return hw
 
 

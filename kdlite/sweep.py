@@ -246,9 +246,7 @@ class MultirunGuard(Callback):
         from kdlite.parallel import apply_hardware
 
         trainer = config.trainer.copy()
-        apply_hardware(
-            OmegaConf.create({"trainer": trainer, "pair": config.pair}), refuse_cpu=False
-        )
+        apply_hardware(OmegaConf.create({"trainer": trainer, "pair": config.pair}))
         world = world_size(trainer)
         if world > 1:  # Hydra turns a callback's exception into a warning: exit instead
             sys.exit(

@@ -209,7 +209,7 @@ def train(cfg: DictConfig, *, callbacks: Sequence[Any] = ()) -> RunResult:
     from kdlite.data.tokenizer import load_tokenizer
     from kdlite.module import DistillModule, LossSettings, ModelSettings, OptimSettings
 
-    hardware = apply_hardware(cfg, refuse_cpu=False)
+    hardware = apply_hardware(cfg)
     validate(cfg)
     if hardware.message and launch_rank() == 0:
         print(hardware.message)

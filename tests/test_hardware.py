@@ -11,7 +11,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from kdlite.config import ConfigError, register_configs
-from kdlite.parallel import apply_hardware, model_parameters
+from kdlite.parallel import apply_hardware, model_parameters, refuse_study_pair_on_cpu
 
 REPO = Path(__file__).resolve().parents[1]
 register_configs()
@@ -53,7 +53,7 @@ def test_keys_the_user_set_stay_and_explicit_presets_are_untouched():
     for preset, gpus in (("cpu", 8), ("gpu", 0), ("fsdp", 0)):
         cfg = _compose(f"trainer={preset}")
         before = dict(cfg.trainer)
-        hw = apply_hardware(cfg, n_gpus=gpus, refuse_cpu=False)
+        hw = apply_hardware(cfg, n_gpus=gpus)
         assert hw.message == ""
         assert dict(cfg.trainer) == {**before, **hw.settings}
         assert cfg.trainer.accelerator == before["accelerator"]
@@ -61,12 +61,16 @@ def test_keys_the_user_set_stay_and_explicit_presets_are_untouched():
 
 def test_a_study_size_pair_on_a_cpu_is_refused_unless_allowed():
     cfg = _compose("pair=32b_8b", "data=bespoke", "lsp=0.5")
+    apply_hardware(cfg, n_gpus=0)
     with pytest.raises(ConfigError, match=r"study-sized .*Qwen3-32B.*trainer.allow_cpu=true"):
-        apply_hardware(cfg, n_gpus=0)
+        refuse_study_pair_on_cpu(cfg)
     cfg = _compose("pair=32b_8b", "data=bespoke", "trainer.allow_cpu=true")
     apply_hardware(cfg, n_gpus=0)
+    refuse_study_pair_on_cpu(cfg)
     assert cfg.trainer.accelerator == "cpu"
-    apply_hardware(_compose(), n_gpus=0)  # the tiny pair runs anywhere
+    tiny = _compose()
+    apply_hardware(tiny, n_gpus=0)
+    refuse_study_pair_on_cpu(tiny)  # the tiny pair runs anywhere
 
 
 def test_model_sizes_from_shapes_names_and_folders(tmp_path):
