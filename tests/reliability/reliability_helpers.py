@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
-from omegaconf import DictConfig
 
 from kdlite.config import register_configs
+
+# The tiny-run config of the training tests (the shipped tiny pair on a small slice of the
+# synthetic corpus, a few seconds per run), one definition for both suites.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from test_training import FAST, make_cfg  # noqa: E402, F401 - re-exported to the suite
 
 REPO = Path(__file__).resolve().parents[2]
 CONF = REPO / "conf"
@@ -16,24 +21,6 @@ FIXTURES = REPO / "tests" / "fixtures" / "reliability"
 DATA_FIXTURES = REPO / "tests" / "fixtures" / "data"
 TINY_BENCH = REPO / "tests" / "fixtures" / "eval" / "tiny.jsonl"  # 3 problems
 register_configs()
-
-# A tiny run in seconds: the shipped tiny pair on a small slice of the synthetic corpus.
-FAST = [
-    "pair.teacher.bootstrap=false",
-    "data.synthetic_size=60",
-    "data.train_size=48",
-    "data.val_size=8",
-    "optim.epochs=1",
-    "batch.examples_per_step=8",
-    "batch.micro_examples=4",
-    "trainer.progress_bar=false",
-    "trainer.checkpoint_every=1",
-]
-
-
-def make_cfg(run_dir: Path, *overrides: str) -> DictConfig:
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose("config", overrides=[*FAST, f"run_dir={run_dir}", *overrides])
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> Path:
