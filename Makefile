@@ -28,13 +28,13 @@ demo: $(STAMP) ## the study in miniature on a CPU (~20 min): train, evaluate, re
 	$(PY) train.py -m experiment=demo lsp=0.25,0.5,1.0 trainer.progress_bar=false
 	$(PY) train.py -m experiment=demo crop=right lsp=0.5 trainer.progress_bar=false
 	$(PY) train.py -m experiment=demo supervise=cot,a trainer.progress_bar=false
-	$(PY) -m kdlite.export out=runs/demo/baseline/tiny-student
-	$(PY) -m kdlite.export out=runs/demo/baseline/tiny-teacher role=teacher
+	$(PY) -m kdlite.cli.export out=runs/demo/baseline/tiny-student
+	$(PY) -m kdlite.cli.export out=runs/demo/baseline/tiny-teacher role=teacher
 	$(PY) evaluate.py bench=synthetic_demo out_dir=runs/demo/baseline "model=[$$( \
 	  (ls -d runs/demo/*/export | sed 's#/export$$##'; \
 	   echo runs/demo/baseline/tiny-student; echo runs/demo/baseline/tiny-teacher) \
 	  | sed "s/.*/'&'/" | paste -sd, -)]"
-	$(PY) -m kdlite.report runs/demo
+	$(PY) -m kdlite.cli.report runs=runs/demo
 
 train: $(STAMP) ## one run on the embedded default: `python train.py` (tiny pair, CPU, ~5 min)
 	$(PY) train.py
@@ -49,7 +49,7 @@ test-gpu: $(STAMP) ## tests that need a CUDA device
 	$(PY) -m pytest -q -m gpu
 
 gpu-check: $(STAMP) ## on a CUDA machine (~10 min): gpu tests, GPU bench, vLLM smoke -> gpu-check.json
-	$(PY) -m kdlite.gpu_check --out gpu-check.json
+	$(PY) -m kdlite.cli.gpu_check out=gpu-check.json
 
 lint: $(STAMP) ## ruff check + format check + mypy on the package
 	$(VENV)/bin/ruff check .
@@ -61,16 +61,16 @@ fmt: $(STAMP) ## apply ruff fixes and formatting
 	$(VENV)/bin/ruff format .
 
 tiny-models: $(STAMP) ## rebuild the shipped tiny pair weights in kdlite/assets (~35 min on 2 cores)
-	$(PY) -m kdlite.pretrain shape=tiny-student steps=1600
+	$(PY) -m kdlite.cli.pretrain shape=tiny-student steps=1600
 	# the shipped teacher base predates the step-by-step solutions in the base corpus
-	$(PY) -m kdlite.pretrain shape=tiny-teacher steps=1500 stepwise_share=0
-	$(PY) -m kdlite.pretrain reasoning
+	$(PY) -m kdlite.cli.pretrain shape=tiny-teacher steps=1500 stepwise_share=0
+	$(PY) -m kdlite.cli.pretrain stage=reasoning
 
 bench: $(STAMP) ## CPU benchmark of the training step vs the naive reference (appends to BENCHMARKS.md)
-	$(PY) -m kdlite.bench
+	$(PY) -m kdlite.cli.bench
 
 report: $(STAMP) ## tables and plots from a sweep directory (RUNS=runs)
-	$(PY) -m kdlite.report $(or $(RUNS),runs)
+	$(PY) -m kdlite.cli.report runs=$(or $(RUNS),runs)
 
 clean: ## remove caches (keeps .venv and runs/)
 	rm -rf .pytest_cache .ruff_cache .mypy_cache

@@ -54,7 +54,7 @@ class Strategy(str, Enum):
 
 class TeacherSource(str, Enum):
     online = "online"  # run the teacher forward every step
-    cache = "cache"  # read top-k log-probs built by `python -m kdlite.cache_teacher` (left crops)
+    cache = "cache"  # read top-k log-probs built by `kdlite.cli.cache_teacher` (left crops)
     auto = "auto"  # the cache where it exists and serves the run exactly, else online (sweeps)
 
 

@@ -107,25 +107,3 @@ def export_initial_model(overrides: list[str], out_dir: str | Path, role: str = 
     lm = load_model(spec, vocab_size=len(tokenizer), seed=cfg.seed)
     info = {"kind": f"initial {role}", "overrides": overrides, "init": spec.init}
     return export_student(lm, tokenizer, out_dir, info=info)
-
-
-def main(argv: list[str] | None = None) -> None:
-    """`python -m kdlite.export out=DIR [role=student|teacher] [train overrides...]`: export the
-    un-distilled student (default) or the pair's teacher."""
-    import sys
-
-    args = list(sys.argv[1:] if argv is None else argv)
-    outs = [a[4:] for a in args if a.startswith("out=")]
-    roles = [a[5:] for a in args if a.startswith("role=")]
-    if len(outs) != 1 or len(roles) > 1:
-        raise SystemExit(
-            "usage: python -m kdlite.export out=DIR [role=student|teacher] [pair=... seed=...]"
-        )
-    role = roles[0] if roles else "student"
-    rest = [a for a in args if not a.startswith(("out=", "role="))]
-    out = export_initial_model(rest, outs[0], role)
-    print(f"kdlite: exported the initial {role} to {out}")
-
-
-if __name__ == "__main__":
-    main()

@@ -104,7 +104,7 @@ class ModelSpec:
         return asset_dir(self.shape, self.init)
 
 
-# Weights shipped with the package for the tiny shapes (`kdlite.pretrain`, `make tiny-models`).
+# Weights shipped with the package for the tiny shapes (`kdlite.cli.pretrain`, `make tiny-models`).
 ASSETS = Path(__file__).parent / "assets"
 INITS = ("random", "base", "reasoning")
 

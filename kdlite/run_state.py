@@ -1,4 +1,4 @@
-"""What state a run directory is in, written by `train()` and read by `python -m kdlite.sweep`.
+"""What state a run directory is in, written by `train()` and read by `python -m kdlite.cli.sweep`.
 
 `<run>/status.json` records one of `running` (with host and pid), `done` (with the step and epoch
 reached, the stop condition it was trained to, and the weights it exported) or `failed` (with the

@@ -1,17 +1,17 @@
-"""See a sweep before and after launching it.
+"""See a sweep before and after launching it (the program is `python -m kdlite.cli.sweep`).
 
-    python -m kdlite.sweep list experiment=rq2_lsp [key=a,b ...]   # = python train.py -m ... --dry
-    python -m kdlite.sweep status runs/rq2_lsp                     # every job's state
+    python -m kdlite.cli.sweep action=list experiment=rq2_lsp [key=a,b ...]   # = train.py -m ... --dry
+    python -m kdlite.cli.sweep action=status sweep=runs/rq2_lsp                # every job's state
 
-`list` expands a multirun command line exactly as Hydra's basic sweeper does (the experiment's
+`list` (`expand`) expands a multirun command line exactly as Hydra's basic sweeper does (the experiment's
 `hydra.sweeper.params`, then the command line's `key=a,b` overrides, cartesian product in that
 order) and composes every job, without loading anything: the job count, each job's run directory,
 the overrides that vary between jobs, and any job whose config is invalid (`kdlite.config.validate`).
 
-`status` reads a sweep directory: each run's state (`kdlite.run_state`: done, running, interrupted
+`status` (`sweep_status`) reads a sweep directory: each run's state (`kdlite.run_state`: done, running, interrupted
 and resumable or not, failed with the error's last line) and the benchmarks it was evaluated on. The
 jobs Hydra was asked for (the command line stored in `<sweep>/multirun.yaml`) that have no directory
-are listed as never started. Exit status: 0 when every job is done, 1 otherwise.
+are listed as never started.
 """
 
 from __future__ import annotations
@@ -196,41 +196,6 @@ def format_status(statuses: list[RunStatus], root: Path) -> str:
         ev = f"eval: {','.join(s.evaluated)}" if s.evaluated else ""
         lines.append(f"  {state:<26} {name:<40} {step:<10} {ev:<20} {note or ''}".rstrip())
     return "\n".join(lines)
-
-
-USAGE = """usage: python -m kdlite.sweep list <train.py overrides, e.g. experiment=rq2_lsp lsp=0.5,1.0>
-       python -m kdlite.sweep status <sweep directory, e.g. runs/rq2_lsp>"""
-
-
-def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help") or argv[0] not in ("list", "status"):
-        print(USAGE)
-        return 0 if argv and argv[0] in ("-h", "--help") else 2
-    if argv[0] == "list":
-        from kdlite.config import ConfigError
-
-        try:
-            print(format_jobs(expand(argv[1:])))
-        except (ConfigError, ValueError) as err:
-            print(f"kdlite.sweep: error: {err}", file=sys.stderr)
-            return 2
-        return 0
-    if len(argv) != 2:
-        print(USAGE)
-        return 2
-    root = Path(argv[1])
-    try:
-        statuses = sweep_status(root)
-    except FileNotFoundError as err:
-        print(f"kdlite.sweep: error: {err}", file=sys.stderr)
-        return 2
-    print(format_status(statuses, root))
-    return 0 if statuses and all(s.state == "done" for s in statuses) else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())
 
 
 class MultirunGuard(Callback):

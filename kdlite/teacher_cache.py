@@ -46,7 +46,7 @@ from omegaconf import DictConfig
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from kdlite.cache import cache_root
+from kdlite.paths import cache_root
 
 log = logging.getLogger(__name__)
 
@@ -466,11 +466,11 @@ class TeacherCache:
                 raise CacheError(
                     f"the teacher cache {folder} is partial ({status} in "
                     f"{partial_folder(folder)}): its build was interrupted. Rerun the same "
-                    "`python -m kdlite.cache_teacher ...` command; it resumes at the missing shards"
+                    "`python -m kdlite.cli.cache_teacher ...` command; it resumes at the missing shards"
                 )
             raise CacheError(
                 f"no teacher cache at {folder}; build it with "
-                "`python -m kdlite.cache_teacher <the run's overrides> k=<k>`"
+                "`python -m kdlite.cli.cache_teacher <the run's overrides> k=<k>`"
             )
         meta = json.loads(manifest.read_text())
         if meta.get("format") != FORMAT_VERSION:
@@ -622,7 +622,7 @@ def teacher_path(cfg: DictConfig, tokenizer: Any) -> tuple[str, str | None]:
         if not (export / "config.json").exists():
             raise CacheError(
                 f"the bootstrapped {cfg.pair.name} teacher is not trained yet ({export}): a run or "
-                "`python -m kdlite.cache_teacher` with the same overrides trains it first"
+                "`python -m kdlite.cli.cache_teacher` with the same overrides trains it first"
             )
         return str(export), None
     if t.shape is not None and t.init == "random":
@@ -685,7 +685,7 @@ def open_for_run(
         raise CacheError(
             f"no teacher cache for this (teacher, data, k={k}, temperature={cfg.temperature}) at "
             f"{folder}{_closest(spec, cfg.pair.name)}. Build it once with "
-            f"`python -m kdlite.cache_teacher <the run's overrides> k={k}`"
+            f"`python -m kdlite.cli.cache_teacher <the run's overrides> k={k}`"
         )
     cache = TeacherCache(folder)
     cache.check_run(

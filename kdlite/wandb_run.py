@@ -8,7 +8,7 @@
   95% interval (`eval/<bench>/...`) into the training run's W&B run, resumed by its stored id. A
   model without one (a baseline, or a run trained without W&B) gets its own `eval` run in the
   same project, when `logger.wandb=true`, its id stored beside its results.
-- The report (`python -m kdlite.report <sweep> --wandb`) logs its figures as images to a `report`
+- The report (`python -m kdlite.cli.report runs=<sweep> wandb=true`) logs its figures as images to a `report`
   run in the sweep's group.
 
 Offline mode (the default) writes `wandb/offline-run-*` under the directory; `wandb sync` uploads

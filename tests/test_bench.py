@@ -1,4 +1,4 @@
-"""`kdlite.bench`: the variants compute the same step, and the CLI writes a report."""
+"""`kdlite.cli.bench`: the variants compute the same step, and the CLI writes a report."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from dataclasses import replace
 import pytest
 import torch
 
-from kdlite import bench
+from kdlite.cli import bench
 
 
 @pytest.fixture(scope="module")
@@ -55,8 +55,8 @@ def test_workloads_pack_isolated_examples(tiny_setup):
 def test_cli_appends_a_dated_report(tmp_path, tiny_setup, monkeypatch):
     monkeypatch.setattr(bench, "setup_for", lambda mode: tiny_setup)
     out = tmp_path / "BENCHMARKS.md"
-    args = ["--steps", "1", "--warmup", "0", "--out", str(out)]
-    results = bench.main([*args, "--variants", "naive", "bare", "cached", "lightning", "liger"])
+    args = ["steps=1", "warmup=0", f"out={out}"]
+    results = bench.main([*args, "variants=naive,bare,cached,lightning,liger"])
     by_variant = {r.variant: r for r in results if r.workload == "1 × 24"}
     for variant in ("naive", "bare", "cached", "lightning"):
         r = by_variant[variant]
@@ -65,7 +65,7 @@ def test_cli_appends_a_dated_report(tmp_path, tiny_setup, monkeypatch):
     assert by_variant["cached"].flops < by_variant["bare"].flops  # no teacher forward
     text = out.read_text()
     assert text.startswith("# kdlite benchmarks")
-    assert "## " in text and "--mode cpu" in text and "torch " in text
+    assert "## " in text and "mode=cpu" in text and "torch " in text
     assert "| 2 × 12 packed | bare |" in text and "Targets" in text
-    bench.main([*args, "--variants", "bare"])
+    bench.main([*args, "variants=bare"])
     assert out.read_text().count("## ") == 2

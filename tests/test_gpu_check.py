@@ -8,13 +8,13 @@ import json
 import pytest
 import torch
 
-from kdlite import gpu_check
+from kdlite.cli import gpu_check
 
 
 def test_gpu_check_composes_and_skips_cleanly_without_cuda(tmp_path):
     if torch.cuda.is_available():
         pytest.skip("a CUDA device is present: run `make gpu-check` for real")
-    results = gpu_check.main(["--out", str(tmp_path / "gpu-check.json")])
+    results = gpu_check.main([f"out={tmp_path / 'gpu-check.json'}"])
     written = json.loads((tmp_path / "gpu-check.json").read_text())
     assert written == json.loads(json.dumps(results))
     steps = written["steps"]

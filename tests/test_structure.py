@@ -67,3 +67,26 @@ def test_kdlite_has_no_import_cycles():
     graph = import_graph()
     assert "kdlite.training" in graph and graph["kdlite.training"]
     assert cycles(graph) == []
+
+
+def test_library_code_never_imports_a_program():
+    """kdlite/ is the library, kdlite/cli/ its programs: nothing outside kdlite/cli imports them
+    (so a program can change its arguments without touching the library)."""
+    graph = import_graph()
+    assert any(m.startswith("kdlite.cli.") for m in graph), "kdlite/cli/ not found"
+    bad = {
+        module: sorted(t for t in targets if t == "kdlite.cli" or t.startswith("kdlite.cli."))
+        for module, targets in graph.items()
+        if module != "kdlite.cli" and not module.startswith("kdlite.cli.")
+    }
+    assert {m: t for m, t in bad.items() if t} == {}
+
+
+def test_every_python_m_program_lives_in_kdlite_cli():
+    """A module with `if __name__ == "__main__":` is a program: it belongs in kdlite/cli/."""
+    programs = sorted(
+        str(path.relative_to(PKG.parent))
+        for path in PKG.rglob("*.py")
+        if 'if __name__ == "__main__":' in path.read_text()
+    )
+    assert programs and all(p.startswith("kdlite/cli/") for p in programs), programs

@@ -8,8 +8,9 @@ import os
 
 import pytest
 
+from kdlite.cli.sweep import main
 from kdlite.run_state import mark_done, mark_failed, mark_running, read_status
-from kdlite.sweep import _compose, expand, format_status, main, sweep_status
+from kdlite.sweep import _compose, expand, format_status, sweep_status
 
 
 def test_listing_matches_hydra_job_by_job():
@@ -28,7 +29,7 @@ def test_listing_matches_hydra_job_by_job():
 
 
 def test_experiment_grid_is_listed_without_launching(capsys):
-    assert main(["list", "experiment=rq2_location"]) == 0
+    assert main(["action=list", "experiment=rq2_location"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("6 jobs") and "runs/rq2_location/" in out
 
@@ -89,7 +90,7 @@ def test_status_of_a_sweep_with_one_run_of_each_kind(sweep, capsys):
     text = format_status(sweep_status(sweep), sweep)
     assert "6 runs: 2 done, 1 running, 1 interrupted, 1 failed, 1 never; 1 evaluated" in text
     assert "interrupted (resumable)" in text and "eval: synthetic" in text
-    assert main(["status", str(sweep)]) == 1  # not all done
+    assert main(["action=status", f"sweep={sweep}"]) == 1  # not all done
     assert "Tried to allocate 2 GiB" in capsys.readouterr().out
 
 

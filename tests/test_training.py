@@ -356,7 +356,7 @@ BOOT = [
 
 
 def test_training_from_the_teacher_cache_matches_online(tmp_path, monkeypatch):
-    from kdlite.cache_teacher import main as build_cache
+    from kdlite.cli.cache_teacher import main as build_cache
     from kdlite.teacher_cache import CacheError
 
     vocab = 746  # the embedded tokenizer: k = vocab makes the cache exact up to fp16 storage

@@ -222,7 +222,7 @@ def test_report_figures_are_logged_to_wandb_as_images(tmp_path, monkeypatch):
     pytest.importorskip("wandb")
     import shutil
 
-    from kdlite.report import main as report_main
+    from kdlite.cli.report import main as report_main
 
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")

@@ -7,9 +7,13 @@ weights suffice, compute does not depend on values). No optimizer step: AdamW's 
 2x the student's parameters whatever the LSP, so it shifts memory, not the LSP trend; the paper's
 68.2/36.6 GiB are per GPU under 8-way FSDP with that state, so compare ratios, not GiB.
 
-Loss: `kdlite.losses.distill_loss_chunked` on last hidden states (what training runs) when
-importable, else a full-logits KL+CE written here; the table says which ran. Both project only
-the T-1 positions that have a label, so the analytic count uses `head_tokens = T - 1` per row.
+Loss: `kdlite.losses.distill_loss_chunked` on last hidden states (what training runs; it projects
+only the T-1 positions that have a label, so the analytic count uses `head_tokens = T - 1` per row),
+or `loss=full`: `kdlite.losses.distill_loss_reference` on both models' full logits (every position
+projected); the table says which ran.
+
+Timing: `time_steps` is the one harness of kdlite's measurements (this profile and
+`python -m kdlite.cli.bench`): untimed warm-up calls, then timed calls with their peak memory.
 
 Memory: on CUDA, `torch.cuda.max_memory_allocated` after `reset_peak_memory_stats` (weights,
 gradients and activations: the absolute peak). On CPU tracemalloc cannot see torch's allocator, so a
@@ -21,10 +25,12 @@ allocator keeps makes later steps read lower; read the CPU numbers as a trend.
 
 from __future__ import annotations
 
+import functools
 import os
 import statistics
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,7 +39,7 @@ import torch
 from kdlite.analysis.flops import step_flops
 
 LOSS_CHUNKED = "kdlite.losses.distill_loss_chunked"
-LOSS_FULL = "full-logits KL+CE (kdlite.analysis.compute)"
+LOSS_FULL = "kdlite.losses.distill_loss_reference (full logits)"
 
 
 @dataclass(frozen=True)
@@ -72,33 +78,24 @@ def build_pair(pair: str, vocab_size: int | None, dtype: torch.dtype, device: to
     return teacher, student
 
 
-def _full_logits_loss(s_hidden, s_head, t_hidden, t_head, labels, weights, lam, vocab):
-    logits_s = (s_hidden @ s_head[:vocab].T).float()
-    logp_s = torch.log_softmax(logits_s, dim=-1)
-    ce = -logp_s.gather(-1, labels.clamp(min=0)[..., None]).squeeze(-1)
-    loss = (1 - lam) * (weights * ce).sum()
-    if lam > 0:
-        logp_t = torch.log_softmax((t_hidden @ t_head[:vocab].T).float(), dim=-1)
-        kl = (logp_t.exp() * (logp_t - logp_s)).sum(-1)
-        loss = loss + lam * (weights * kl).sum()
-    return loss
-
-
 def _loss_fn(prefer_chunked: bool):
-    if prefer_chunked:
-        try:
-            from kdlite.losses import distill_loss_chunked
-        except ImportError:
-            pass
-        else:
+    """(loss of hidden states and heads, its name): the chunked loss training runs, or the
+    reference on full `[T, V]` logits of both models (`kdlite.losses`, fp32 log-softmax)."""
+    from kdlite.losses import distill_loss_chunked, distill_loss_reference
 
-            def chunked(s_hidden, s_head, t_hidden, t_head, labels, weights, lam, vocab):
-                return distill_loss_chunked(
-                    s_hidden, s_head, t_hidden, t_head, labels, weights, lam=lam, vocab_size=vocab
-                ).loss
+    def chunked(s_hidden, s_head, t_hidden, t_head, labels, weights, lam, vocab):
+        return distill_loss_chunked(
+            s_hidden, s_head, t_hidden, t_head, labels, weights, lam=lam, vocab_size=vocab
+        ).loss
 
-            return chunked, LOSS_CHUNKED
-    return _full_logits_loss, LOSS_FULL
+    def full(s_hidden, s_head, t_hidden, t_head, labels, weights, lam, vocab):
+        t_logits = None if t_hidden is None else t_hidden @ t_head[:vocab].T
+        s_logits = s_hidden @ s_head[:vocab].T
+        return distill_loss_reference(
+            s_logits, t_logits, labels, weights, lam=lam, vocab_size=vocab
+        ).loss
+
+    return (chunked, LOSS_CHUNKED) if prefer_chunked else (full, LOSS_FULL)
 
 
 def _hidden(model, input_ids):
@@ -131,7 +128,7 @@ def train_step(teacher, student, input_ids, lam: float, loss_fn) -> torch.Tensor
     return loss.detach()
 
 
-class _RssPeak:
+class RssPeak:
     """Peak resident set size sampled by a thread (Linux /proc; ru_maxrss elsewhere)."""
 
     def __init__(self, interval_s: float = 0.001) -> None:
@@ -154,7 +151,7 @@ class _RssPeak:
             self.peak = max(self.peak, self.rss())
             time.sleep(self.interval_s)
 
-    def __enter__(self) -> _RssPeak:
+    def __enter__(self) -> RssPeak:
         self.start = self.peak = self.rss()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -168,6 +165,45 @@ class _RssPeak:
     @property
     def growth(self) -> int:
         return self.peak - self.start
+
+
+def time_steps(
+    step: Callable[[], Any],
+    *,
+    steps: int,
+    warmup: int,
+    device: torch.device,
+    between: Callable[[], Any] | None = None,
+) -> tuple[list[float], int]:
+    """`warmup` untimed calls of `step`, then `steps` timed ones -> (seconds of each timed call,
+    the largest peak memory of a timed call). Peak memory: on CUDA `max_memory_allocated` after a
+    reset (the absolute peak; the device is synchronised around each call), on CPU the growth of the
+    sampled peak RSS during the call (`RssPeak`, a trend). `between` runs after every call, untimed
+    (e.g. the gradients' reset of a step without an optimizer)."""
+    cuda = device.type == "cuda"
+    for _ in range(warmup):
+        step()
+        if between is not None:
+            between()
+    times, peaks = [], []
+    for _ in range(steps):
+        if cuda:
+            torch.cuda.synchronize(device)
+            torch.cuda.reset_peak_memory_stats(device)
+            t0 = time.perf_counter()
+            step()
+            torch.cuda.synchronize(device)
+            times.append(time.perf_counter() - t0)
+            peaks.append(torch.cuda.max_memory_allocated(device))
+        else:
+            with RssPeak() as rss:
+                t0 = time.perf_counter()
+                step()
+                times.append(time.perf_counter() - t0)
+            peaks.append(rss.growth)
+        if between is not None:
+            between()
+    return times, max(peaks)
 
 
 def count_step_flops(teacher, student, input_ids, lam: float, loss_fn) -> int:
@@ -205,26 +241,13 @@ def profile_lsps(
     for lsp in lsps:
         T = max(2, int(lsp * seq_len))
         ids = torch.randint(0, vocab, (batch, T), generator=gen).to(device)
-        for _ in range(warmup):
-            train_step(teacher, student, ids, lam, loss_fn)
-            student.zero_grad(set_to_none=True)
-        times, peaks = [], []
-        for _ in range(steps):
-            if cuda:
-                torch.cuda.synchronize()
-                torch.cuda.reset_peak_memory_stats(device)
-                t0 = time.perf_counter()
-                train_step(teacher, student, ids, lam, loss_fn)
-                torch.cuda.synchronize()
-                times.append(time.perf_counter() - t0)
-                peaks.append(torch.cuda.max_memory_allocated(device))
-            else:
-                with _RssPeak() as rss:
-                    t0 = time.perf_counter()
-                    train_step(teacher, student, ids, lam, loss_fn)
-                    times.append(time.perf_counter() - t0)
-                peaks.append(rss.growth)
-            student.zero_grad(set_to_none=True)
+        times, peak = time_steps(
+            functools.partial(train_step, teacher, student, ids, lam, loss_fn),
+            steps=steps,
+            warmup=warmup,
+            device=device,
+            between=lambda: student.zero_grad(set_to_none=True),
+        )
         step_time = statistics.median(times)
         flops = step_flops(
             teacher.config if lam > 0 else None,
@@ -242,7 +265,7 @@ def profile_lsps(
                 step_time_s=step_time,
                 tokens_per_s=batch * T / step_time,
                 flops=flops,
-                peak_memory_bytes=max(peaks),
+                peak_memory_bytes=peak,
                 memory_kind="cuda max_memory_allocated" if cuda else "CPU peak RSS growth",
                 loss_impl=loss_impl,
                 counted_flops=counted,

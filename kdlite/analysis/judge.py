@@ -1,7 +1,7 @@
 """Optional LLM judge for reasoning traces, through any OpenAI-compatible chat endpoint.
 
 Off by default: the rule-based analysis in `answer.py` needs no model. When asked
-(`python -m kdlite.traces ... judge=true judge_endpoint=http://localhost:8000/v1 judge_model=...`,
+(`python -m kdlite.cli.traces ... judge=true judge_endpoint=http://localhost:8000/v1 judge_model=...`,
 e.g. a local vLLM server), each example is sent once with `PROMPT` below, at temperature 0, and the
 model must answer with one JSON object; the verdict holds the three entailment questions of the
 study's Appendix A.2 and a verbatim quote of the first derivation, located back in the CoT to give

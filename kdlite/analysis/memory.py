@@ -11,7 +11,7 @@ The steady state of one rank under `trainer=fsdp` (FSDP2 over `world` ranks, bf1
   computed. kdlite frees the teacher's root group right after the loss and the student's after
   validation; left gathered, a 32B teacher's root would hold ~3.1 GB per GPU for good.
 - activations and the loss's logit chunks depend on the tokens per micro-batch: not counted here
-  (`python -m kdlite.profile` measures them).
+  (`python -m kdlite.cli.bench kind=lsp` measures them).
 
 Host memory on rank 0 during a checkpoint save: the full student state (fp32 parameters and both
 AdamW moments, 12 bytes per parameter) is gathered to CPU; the frozen teacher is never part of a
@@ -119,9 +119,3 @@ def markdown(world: int = 8) -> str:
     for name, e in study_table(world):
         lines.append(f"| {name} | " + " | ".join(f"{v:.1f} GB" for v in e.row().values()) + " |")
     return "\n".join(lines)
-
-
-if __name__ == "__main__":
-    import sys
-
-    print(markdown(int(sys.argv[1]) if len(sys.argv) > 1 else 8))

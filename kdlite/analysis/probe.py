@@ -25,7 +25,7 @@ continuations are kept as samples, decoded with special tokens.
 Traces whose first pass concludes a wrong value (the corpus's deliberate slips) are skipped and
 counted: a closing with the gold N after a wrong first pass is not the habit being probed.
 
-Pure functions of (model, tokenizer, examples); `kdlite.probe` is the CLI that loads a model
+Pure functions of (model, tokenizer, examples); `kdlite.cli.probe` is the CLI that loads a model
 folder, picks held-out traces and writes `probe.json` beside the model's evaluation results.
 """
 

@@ -430,7 +430,7 @@ def table_derived(sweep: Sweep) -> str:
 
 
 def read_probe(run: Run) -> dict[str, Any] | None:
-    """`<run>/probe.json` (written by `python -m kdlite.probe`); None when absent. An unreadable
+    """`<run>/probe.json` (written by `python -m kdlite.cli.probe`); None when absent. An unreadable
     file is recorded on the run's problems, not raised."""
     path = run.path / "probe.json"
     if not path.is_file():
@@ -472,7 +472,7 @@ def table_probe(sweep: Sweep) -> str:
             )  # fmt: skip
         rows.append([run.name, *where, data.get("n", ""), *cells])
     if not rows:
-        return "_(no probe.json in any run; `python -m kdlite.probe` writes it)_\n"
+        return "_(no probe.json in any run; `python -m kdlite.cli.probe` writes it)_\n"
     header = ["run", "supervise", "lsp", "crop", "traces",
               *(f"{p.replace('_', ' ')}: log-prob (greedy closes)" for p in names)]  # fmt: skip
     return markdown_table(header, rows)
@@ -817,7 +817,7 @@ def write_report(
         "the trace's first pass, after its re-check, and after `</think>` and the answer's chain "
         "line (there with `<|im_end|>`, as the trace writes it); in brackets the share of traces "
         "whose every closing token is the model's argmax. Definition and caveats: "
-        "`kdlite/analysis/probe.py`; written by `python -m kdlite.probe` as `<run>/probe.json`.\n",
+        "`kdlite/analysis/probe.py`; written by `python -m kdlite.cli.probe` as `<run>/probe.json`.\n",
         table_probe(sweep),
         "## Training-loss gap (Tables 7–11)\n",
         "(L_partial(t) − L_ref(t)) / L_ref(t) on shared logged steps: mean over steps (avg) and at "

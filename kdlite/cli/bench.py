@@ -1,4 +1,13 @@
-"""`python -m kdlite.bench [--mode cpu|gpu]`: kdlite's training step against a naive baseline, one process.
+"""`python -m kdlite.cli.bench [kind=step|lsp] [mode=cpu|gpu] [key=value ...]`: kdlite's timings.
+
+`kind=step` (default): kdlite's training step against a naive baseline, one process, a dated
+section appended to BENCHMARKS.md (`append=false`: printed only). `kind=lsp`: the compute profile
+of one distillation step per LSP with random weights (`kdlite.analysis.compute`, the study's
+Figure 6), written to `<out>/profile.md` and `<out>/profile.png`; on CUDA with real shapes, e.g.
+`pair=8b_4b seq_len=4096 lsp=0.5,1.0`, the weights alone are 24 GB in bf16: use one large GPU.
+Both time with the same harness (`kdlite.analysis.compute.time_steps`).
+
+kind=step:
 
 One random-weight Qwen3-shaped pair, the same micro-batches, one optimizer step per measured step
 (AdamW; fused on CUDA), run by each variant in turn:
@@ -11,14 +20,14 @@ One random-weight Qwen3-shaped pair, the same micro-batches, one optimizer step 
   accumulation), timed from one optimizer step's start to the next: its gap to `bare` is
   Lightning's overhead;
 - `liger`: Liger's fused linear JSD (beta=0: forward KL) + fused linear CE, when installed.
-Workloads: single rows of each `--seq-lens` length, n short examples packed in one row (attention
+Workloads: single rows of each `seq_lens` length, n short examples packed in one row (attention
 isolated by the mask of `kdlite.data.packing`), and the same examples as n separate micro-batches.
 
 Reported per (workload, variant): step time p10/p50/p90, tokens/s at p50, peak memory, analytic
 model TFLOP/s (`kdlite.analysis.flops`; teacher forward excluded for `cached`) and MFU against a
 matmul measured in the same run (fp32 on CPU, bf16 on CUDA). Peak memory: CUDA
 `max_memory_allocated` (weights + grads + optimizer state + activations), on CPU the growth of the
-peak RSS during the step (`kdlite.analysis.compute._RssPeak`; a trend, not an absolute).
+peak RSS during the step (`kdlite.analysis.compute.RssPeak`; a trend, not an absolute).
 
 CPU mode keeps the Qwen3 tiny pair's layers but a 32,768-id vocabulary so that the vocabulary
 projection weighs as it does at real shapes (Qwen3-1.7B: 151,936 × 2,048 head, ~20% of the forward
@@ -29,7 +38,6 @@ a minute on 2 cores. GPU mode uses the 4B (bf16) → 1.7B (fp32 master, bf16 aut
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import gc
 import os
@@ -46,8 +54,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from kdlite.analysis.compute import _RssPeak
+from kdlite.analysis.compute import RssPeak, time_steps
 from kdlite.analysis.flops import step_flops
+from kdlite.cli._args import UsageError, arg, argv_or_sys, parse_keys
 from kdlite.data.packing import attention_mask_for, pack
 from kdlite.data.supervision import IGNORE_INDEX, Supervised
 from kdlite.losses import (
@@ -297,25 +306,7 @@ def _sync(device: torch.device) -> None:
 
 
 def time_step(step: StepFn, w: Workload, s: Setup, device: torch.device) -> tuple[list[float], int]:
-    for _ in range(s.warmup):
-        step(w.micro_batches)
-    _sync(device)
-    times, peaks = [], []
-    for _ in range(s.steps):
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
-            t0 = time.perf_counter()
-            step(w.micro_batches)
-            torch.cuda.synchronize(device)
-            times.append(time.perf_counter() - t0)
-            peaks.append(torch.cuda.max_memory_allocated(device))
-        else:
-            with _RssPeak() as rss:
-                t0 = time.perf_counter()
-                step(w.micro_batches)
-                times.append(time.perf_counter() - t0)
-            peaks.append(rss.growth)
-    return times, max(peaks)
+    return time_steps(lambda: step(w.micro_batches), steps=s.steps, warmup=s.warmup, device=device)
 
 
 def time_lightning(
@@ -354,7 +345,7 @@ def time_lightning(
                 if device.type == "cuda":
                     torch.cuda.reset_peak_memory_stats(device)
                 else:
-                    peak["rss"] = _RssPeak().__enter__()
+                    peak["rss"] = RssPeak().__enter__()
 
     trainer = L.Trainer(
         accelerator="gpu" if device.type == "cuda" else "cpu",
@@ -516,7 +507,7 @@ def markdown(s: Setup, results: list[Result], peak: tuple[float, str], machine: 
         "cuda max_memory_allocated" if s.mode == "gpu" else "growth of peak RSS during the step"
     )
     lines = [
-        f"## {now} — `python -m kdlite.bench --mode {s.mode}`",
+        f"## {now} — `python -m kdlite.cli.bench mode={s.mode}`",
         "",
         f"Machine: {machine}.",
         f"Pair: {s.teacher_shape} (teacher, {str(s.teacher_dtype).removeprefix('torch.')}) → "
@@ -585,28 +576,62 @@ def targets(s: Setup, results: list[Result]) -> list[str]:
     return out
 
 
-def main(argv: list[str] | None = None) -> list[Result]:
-    parser = argparse.ArgumentParser(
-        prog="python -m kdlite.bench", description=__doc__.split("\n")[0]
-    )
-    parser.add_argument("--mode", choices=("cpu", "gpu"), default="cpu")
-    parser.add_argument("--seq-lens", type=int, nargs="+", help="row lengths (default: per mode)")
-    parser.add_argument(
-        "--packed", help="NxL short examples packed, e.g. 4x256 (default: per mode)"
-    )
-    parser.add_argument("--steps", type=int, help="timed steps per measurement")
-    parser.add_argument("--warmup", type=int, help="untimed steps first")
-    parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
-    parser.add_argument("--lam", type=float, default=0.5)
-    parser.add_argument("--out", default="BENCHMARKS.md", help="Markdown file to append to")
-    parser.add_argument("--no-append", action="store_true", help="print only")
-    args = parser.parse_args(argv)
+PROG = "python -m kdlite.cli.bench"
+STEP_ONLY = ("mode", "seq_lens", "packed", "variants", "append")
+LSP_ONLY = ("pair", "lsp", "seq_len", "batch", "seed", "vocab", "device", "dtype", "loss",
+            "count_flops")  # fmt: skip
+
+
+@dataclass
+class Keys:
+    kind: str = arg("step", "step: training step vs the naive baseline; lsp: one step per LSP",
+                    choices=("step", "lsp"))  # fmt: skip
+    steps: int | None = arg(None, "timed steps per measurement (null: per mode; lsp: 3)")
+    warmup: int | None = arg(None, "untimed steps first (null: per mode; lsp: 1)")
+    lam: float = arg(0.5, "the loss's KD weight")
+    out: str | None = arg(None, "step: Markdown file appended to (null: BENCHMARKS.md); "
+                          "lsp: output folder (null: profile)")  # fmt: skip
+    mode: str = arg("cpu", "step: CPU shapes or the GPU ones (4B -> 1.7B)", choices=("cpu", "gpu"))
+    seq_lens: list[int] | None = arg(None, "step: row lengths, e.g. 256,512 (null: per mode)",
+                                     commas=True)  # fmt: skip
+    packed: str | None = arg(None, "step: NxL short examples packed, e.g. 4x256 (null: per mode)")
+    variants: list[str] = arg(list(VARIANTS), "step: variants to time", commas=True)
+    append: bool = arg(True, "step: append the section to `out` (false: print only)")
+    pair: str = arg("tiny", "lsp: tiny | <teacher>_<student> of kdlite.models.QWEN3_SHAPES")
+    lsp: list[float] = arg([0.25, 0.5, 1.0], "lsp: LSP values", commas=True)
+    seq_len: int = arg(512, "lsp: uncropped tokens per row")
+    batch: int = arg(1, "lsp: rows per step")
+    seed: int = arg(0, "lsp: token ids' seed")
+    vocab: int | None = arg(None, "lsp: vocabulary (null: 512 for tiny, 151,936 otherwise)")
+    device: str = arg("auto", "lsp: device", choices=("auto", "cpu", "cuda"))
+    dtype: str = arg("auto", "lsp: weights' dtype (auto: float32 on CPU, bfloat16 on CUDA)")
+    loss: str = arg("chunked", "lsp: the chunked loss or the full-logits reference",
+                    choices=("chunked", "full"))  # fmt: skip
+    count_flops: bool = arg(False, "lsp: also count FLOPs with torch's FlopCounterMode")
+
+
+def main(argv: list[str] | None = None) -> list[Result] | Path:
+    """The step benchmark's results, or the compute profile's Markdown file (kind=lsp)."""
+    words = argv_or_sys(argv)
+    args = parse_keys(Keys, words, prog=PROG, doc=__doc__)
+    other = LSP_ONLY if args.kind == "step" else STEP_ONLY
+    given = [w for w in words if w.partition("=")[0] in other]
+    if given:
+        raise UsageError(PROG, f"{', '.join(given)}: not a key of kind={args.kind} (see --help)")
+    if args.kind == "lsp":
+        return profile(args)
+    return bench_step(args)
+
+
+def bench_step(args: Keys) -> list[Result]:
     s = setup_for(args.mode)
     changes: dict[str, Any] = {}
     if args.seq_lens:
         changes["seq_lens"] = tuple(args.seq_lens)
     if args.packed:
         n, _, length = args.packed.partition("x")
+        if not (n.isdigit() and length.isdigit()):
+            raise UsageError(PROG, f"packed={args.packed}: expected NxL, e.g. 4x256")
         changes["packed"] = (int(n), int(length))
     if args.steps:
         changes["steps"] = args.steps
@@ -616,23 +641,67 @@ def main(argv: list[str] | None = None) -> list[Result]:
         from dataclasses import replace
 
         s = replace(s, **changes)
+    unknown = [v for v in args.variants if v not in VARIANTS]
+    if unknown:
+        raise UsageError(PROG, f"variants: unknown {unknown}; known: {', '.join(VARIANTS)}")
     if s.mode == "gpu" and not torch.cuda.is_available():
-        sys.exit("--mode gpu needs a CUDA device")
+        sys.exit("mode=gpu needs a CUDA device")
     device = torch.device("cuda" if s.mode == "gpu" else "cpu")
     peak = matmul_peak(device)
     results = run(s, args.variants, lam=args.lam, device=device)
     text = markdown(s, results, peak, machine_info(device))
     print(text)
-    if not args.no_append:
-        out = Path(args.out)
+    if args.append:
+        out = Path(args.out or "BENCHMARKS.md")
         head = (
             ""
             if out.exists()
-            else "# kdlite benchmarks\n\n`python -m kdlite.bench` appends a section per run.\n\n"
+            else "# kdlite benchmarks\n\n`python -m kdlite.cli.bench` appends a section per run.\n\n"
         )
         with out.open("a") as fh:
             fh.write(head + text + "\n")
     return results
+
+
+def profile(args: Keys) -> Path:
+    """kind=lsp: the compute profile (kdlite.analysis.compute) -> `<out>/profile.md` and `.png`."""
+    from kdlite.analysis.compute import build_pair, plot, profile_lsps
+    from kdlite.analysis.compute import markdown as profile_markdown
+
+    device = args.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    dtype = args.dtype
+    if dtype == "auto":
+        dtype = "bfloat16" if device == "cuda" else "float32"
+    if not isinstance(getattr(torch, dtype, None), torch.dtype):
+        raise UsageError(PROG, f"dtype={dtype}: not a torch dtype (e.g. float32, bfloat16)")
+    vocab = args.vocab if args.vocab is not None else (512 if args.pair == "tiny" else None)
+    try:
+        teacher, student = build_pair(args.pair, vocab, getattr(torch, dtype), torch.device(device))
+    except (ValueError, KeyError) as err:
+        raise UsageError(PROG, f"pair={args.pair}: {err}") from None
+    rows = profile_lsps(
+        teacher,
+        student,
+        args.lsp,
+        args.seq_len,
+        batch=args.batch,
+        steps=3 if args.steps is None else args.steps,
+        warmup=1 if args.warmup is None else args.warmup,
+        lam=args.lam,
+        prefer_chunked=args.loss == "chunked",
+        count_flops=args.count_flops,
+        seed=args.seed,
+    )
+    out = Path(args.out or "profile")
+    out.mkdir(parents=True, exist_ok=True)
+    table = profile_markdown(rows, args.pair)
+    (out / "profile.md").write_text(f"# kdlite compute profile\n\n{table}")
+    plot(rows, args.pair, out / "profile.png")
+    print(table)
+    print(f"wrote {out / 'profile.md'} and {out / 'profile.png'}")
+    return out / "profile.md"
 
 
 if __name__ == "__main__":

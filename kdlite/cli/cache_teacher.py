@@ -1,16 +1,16 @@
-"""`python -m kdlite.cache_teacher [train overrides ...] k=64`: build the teacher logit cache.
+"""`python -m kdlite.cli.cache_teacher [train overrides ...] k=64`: build the teacher logit cache.
 
 Composes `conf/config.yaml` with the same overrides a training run takes (`pair=...`, `data=...`,
 `temperature=...`, `trainer=gpu`), renders the data through `DistillDataModule` (same cache of
 rendered rows, same train/val selection), runs the teacher once over every full-length row and
 writes the top-k cache (`kdlite.teacher_cache`), first printing what it will write (examples,
-tokens, bytes). Own options (key=value, not part of the train config):
+tokens, bytes). Its own keys (every other key=value is a train.py override):
 - `k=64`, `logprob_dtype=float16`: what is stored (6·k + 8 bytes per token at fp16);
 - `batch_tokens=16384`: rows × longest row per teacher forward; `shard_tokens=1048576`:
   positions per shard file, the unit of parallel work and of resumption;
 - `processes=auto`: one process per visible GPU (1 without CUDA), started through
   `torch.distributed.run`; each holds a whole teacher (`device=auto`: its own GPU) and writes its
-  own shards. Under a launcher of your own (`torchrun ... -m kdlite.cache_teacher`, Slurm) the
+  own shards. Under a launcher of your own (`torchrun ... -m kdlite.cli.cache_teacher`, Slurm) the
   launcher's ranks are used;
 - `dry_run=true`: print the estimate and the cache folder, load no teacher, write nothing;
 - `progress=true`: a tqdm bar on rank 0 (tokens/s, ETA).
@@ -21,7 +21,7 @@ forward per row instead of one per row per run: a sweep of n runs over the same 
 saves n − 1 teacher forwards per token. Training reads the cache with `teacher=cache` (required)
 or `teacher=auto` (used where it exists and is exact, else the online teacher): `select_for_run`.
 
-Example: `python -m kdlite.cache_teacher pair=8b_4b data=bespoke trainer=gpu k=64 dry_run=true`
+Example: `python -m kdlite.cli.cache_teacher pair=8b_4b data=bespoke trainer=gpu k=64 dry_run=true`
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ import os
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 
+from kdlite.cli._args import arg, argv_or_sys, compose_errors, parse
 from kdlite.config import compose_train
 from kdlite.teacher_cache import (  # the run-side functions live in the library
     MANIFEST,
@@ -53,35 +55,27 @@ from kdlite.teacher_cache import (  # the run-side functions live in the library
 
 log = logging.getLogger(__name__)
 
-OWN_DEFAULTS: dict[str, Any] = {
-    "k": 64,
-    "logprob_dtype": "float16",
-    "batch_tokens": 16_384,
-    "shard_tokens": SHARD_TOKENS,
-    "device": "auto",
-    "processes": "auto",
-    "dry_run": False,
-    "progress": True,
-}
-_BOOLS = {"true": True, "false": False}
+PROG = "python -m kdlite.cli.cache_teacher"
 
 
-def split_args(argv: list[str]) -> tuple[dict[str, Any], list[str]]:
-    """Own `key=value` options vs Hydra overrides for the train config."""
-    own = dict(OWN_DEFAULTS)
-    rest = []
-    for arg in argv:
-        key, _, value = arg.partition("=")
-        if key not in OWN_DEFAULTS:
-            rest.append(arg)
-            continue
-        default = OWN_DEFAULTS[key]
-        try:
-            own[key] = _BOOLS[value.lower()] if isinstance(default, bool) else type(default)(value)
-        except (KeyError, ValueError):
-            kind = "true or false" if isinstance(default, bool) else type(default).__name__
-            raise CacheError(f"{key}={value}: must be {kind}") from None
-    return own, rest
+@dataclass
+class Keys:
+    k: int = arg(64, "top-k log-probs stored per position")
+    logprob_dtype: str = arg("float16", "dtype of the stored log-probs (6·k + 8 B/token at fp16)")
+    batch_tokens: int = arg(16_384, "rows × longest row per teacher forward")
+    shard_tokens: int = arg(SHARD_TOKENS, "positions per shard file (unit of work and resumption)")
+    device: str = arg("auto", "auto: each process's own GPU, else cpu | a torch device")
+    processes: str = arg("auto", "auto: one per visible GPU (1 without CUDA) | N")
+    dry_run: bool = arg(False, "print the estimate and the cache folder; load and write nothing")
+    progress: bool = arg(True, "a tqdm bar on rank 0 (tokens/s, ETA)")
+
+
+def split_args(argv: list[str]) -> tuple[Keys, list[str]]:
+    """This program's keys vs the `train.py` overrides it composes the run config from."""
+    return parse(
+        Keys, argv, prog=PROG, doc=__doc__, rest=lambda key: True,
+        rest_help="Other key=value words are train.py overrides (python train.py --help).",
+    )  # fmt: skip
 
 
 def full_row_datamodule(cfg: DictConfig, tokenizer: Any):
@@ -107,9 +101,9 @@ def _rows(datamodule: Any) -> list[tuple[str, list[int]]]:
     return [(it.source_id, it.input_ids) for it in (*datamodule.train_items, *datamodule.val_items)]
 
 
-def _estimate(datamodule: Any, own: dict[str, Any]) -> Estimate:
+def _estimate(datamodule: Any, own: Keys) -> Estimate:
     lengths = [len(ids) for _, ids in _rows(datamodule)]
-    return estimate(lengths, own["k"], own["logprob_dtype"], own["shard_tokens"])
+    return estimate(lengths, own.k, own.logprob_dtype, own.shard_tokens)
 
 
 def ready_teacher(cfg: DictConfig, tokenizer: Any) -> tuple[str, str | None]:
@@ -122,7 +116,7 @@ def ready_teacher(cfg: DictConfig, tokenizer: Any) -> tuple[str, str | None]:
     return teacher_path(cfg, tokenizer)
 
 
-def dry_run(cfg: DictConfig, own: dict[str, Any]) -> Estimate:
+def dry_run(cfg: DictConfig, own: Keys) -> Estimate:
     """Print what a build would write and where; no teacher is loaded, nothing is written."""
     from kdlite.data.tokenizer import load_tokenizer
 
@@ -133,11 +127,11 @@ def dry_run(cfg: DictConfig, own: dict[str, Any]) -> Estimate:
         where = "its folder is named once the bootstrapped teacher exists"
     else:
         folder = cache_folder(
-            cache_spec(cfg, tokenizer, dm, own["k"], own["logprob_dtype"]), cfg.pair.name
+            cache_spec(cfg, tokenizer, dm, own.k, own.logprob_dtype), cfg.pair.name
         )
         state = "built" if (folder / MANIFEST).exists() else partial_status(folder) or "not built"
         where = f"at {folder} ({state})"
-    print(f"kdlite: teacher cache (dry run, k={own['k']}): {est.describe()}; {where}")
+    print(f"kdlite: teacher cache (dry run, k={own.k}): {est.describe()}; {where}")
     return est
 
 
@@ -153,7 +147,7 @@ def processes(value: str) -> int:
 def _launch(argv: list[str], n: int) -> None:
     """Run this command again as n processes under torch.distributed.run (one node)."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
-    cmd += [f"--nproc_per_node={n}", "-m", "kdlite.cache_teacher", *argv]
+    cmd += [f"--nproc_per_node={n}", "-m", "kdlite.cli.cache_teacher", *argv]
     print(f"kdlite: teacher cache: starting {n} processes", flush=True)
     done = subprocess.run(cmd, check=False)
     if done.returncode:
@@ -163,7 +157,7 @@ def _launch(argv: list[str], n: int) -> None:
         )
 
 
-def build(cfg: DictConfig, own: dict[str, Any]) -> Path:
+def build(cfg: DictConfig, own: Keys) -> Path:
     """Build (or find) the cache; every rank of a torch.distributed launch calls this."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
@@ -182,7 +176,7 @@ def build(cfg: DictConfig, own: dict[str, Any]) -> Path:
             torch.distributed.destroy_process_group()
 
 
-def _build(cfg: DictConfig, own: dict[str, Any], rank: int, world: int, local_rank: int) -> Path:
+def _build(cfg: DictConfig, own: Keys, rank: int, world: int, local_rank: int) -> Path:
     from kdlite.data.tokenizer import load_tokenizer
     from kdlite.models import DTYPES
     from kdlite.teacher_cache import build_cache
@@ -195,7 +189,7 @@ def _build(cfg: DictConfig, own: dict[str, Any], rank: int, world: int, local_ra
     if rank == 0:
         ready_teacher(cfg, tokenizer)
     dm = full_row_datamodule(cfg, tokenizer)
-    spec = cache_spec(cfg, tokenizer, dm, own["k"], own["logprob_dtype"])
+    spec = cache_spec(cfg, tokenizer, dm, own.k, own.logprob_dtype)
     if world > 1 and rank == 0:
         torch.distributed.barrier()
     folder = cache_folder(spec, cfg.pair.name)
@@ -208,16 +202,16 @@ def _build(cfg: DictConfig, own: dict[str, Any], rank: int, world: int, local_ra
     if rank == 0:
         print(f"kdlite: teacher cache of {name} (k={spec.k}, τ={spec.temperature}) at {folder}: "
               f"{est.describe()}", flush=True)  # fmt: skip
-    device = own["device"]
+    device = own.device
     if device == "auto":
         device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
     teacher = load_teacher(name, revision, len(tokenizer), DTYPES[cfg.trainer.teacher_dtype])
     teacher = teacher.to(device)
     t0 = time.perf_counter()
     build_cache(
-        teacher, _rows(dm), folder, spec, batch_tokens=own["batch_tokens"],
-        chunk_size=int(cfg.trainer.chunk_size), shard_tokens=own["shard_tokens"], device=device,
-        rank=rank, world=world, progress=own["progress"],
+        teacher, _rows(dm), folder, spec, batch_tokens=own.batch_tokens,
+        chunk_size=int(cfg.trainer.chunk_size), shard_tokens=own.shard_tokens, device=device,
+        rank=rank, world=world, progress=own.progress,
     )  # fmt: skip
     seconds = time.perf_counter() - t0
     if rank == 0:
@@ -232,15 +226,13 @@ def _build(cfg: DictConfig, own: dict[str, Any], rank: int, world: int, local_ra
 
 def main(argv: list[str] | None = None) -> Path | Estimate:
     """The CLI: the cache folder (built or found), or the estimate of a dry run."""
-    argv = sys.argv[1:] if argv is None else argv
-    if any(a in ("-h", "--help") for a in argv):
-        print(__doc__)
-        sys.exit(0)
+    argv = argv_or_sys(argv)
     own, overrides = split_args(argv)
-    cfg = compose_train(overrides)
-    if own["dry_run"]:
+    with compose_errors(PROG):
+        cfg = compose_train(overrides)
+    if own.dry_run:
         return dry_run(cfg, own)
-    n = processes(own["processes"])
+    n = processes(own.processes)
     if n > 1 and "WORLD_SIZE" not in os.environ:
         from kdlite.data.tokenizer import load_tokenizer
 

@@ -1,4 +1,4 @@
-"""`python -m kdlite.gpu_check` (`make gpu-check`): the one script to run once on a CUDA machine.
+"""`python -m kdlite.cli.gpu_check [out=gpu-check.json dry=false]` (`make gpu-check`): the one script to run once on a CUDA machine.
 
 In about 10 minutes on one or more GPUs it runs, each with its own time limit, and records in one
 JSON file (default `gpu-check.json`) with the machine, versions and each step's outcome:
@@ -7,29 +7,31 @@ JSON file (default `gpu-check.json`) with the machine, versions and each step's 
    151,669-id vocabulary, flex_attention packed forward+backward with isolation, FSDP2 over all
    visible GPUs when there are several, a bf16 training run of the tiny pair; and the compute
    profile at the 8B -> 4B shape);
-2. `python -m kdlite.bench --mode gpu`: kdlite's training step against the naive baseline in the
+2. `python -m kdlite.cli.bench mode=gpu`: kdlite's training step against the naive baseline in the
    same process at the 4B -> 1.7B Qwen3 shape, random weights, T = 4,096 (printed, not appended:
    copy the section into BENCHMARKS.md);
 3. a vLLM smoke generation with the exported tiny student, when vLLM is installed.
 
-Without a CUDA device (or with `--dry`) nothing runs on a GPU: the script checks that each step
+Without a CUDA device (or with `dry=true`) nothing runs on a GPU: the script checks that each step
 composes (the tests collect, the bench's GPU setup builds, evaluate's config composes), records
 each step as skipped with the reason, and exits 0. CI runs it that way.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
+from kdlite.cli._args import arg, argv_or_sys, parse_keys
+
+REPO = Path(__file__).resolve().parents[2]
 GPU_TESTS = ["tests/gpu", "tests/analysis/test_compute.py"]
 
 
@@ -106,7 +108,7 @@ def step_tests(cuda: bool, logs: Path) -> dict[str, Any]:
 
 def step_bench(cuda: bool, logs: Path) -> dict[str, Any]:
     if not cuda:
-        from kdlite.bench import setup_for
+        from kdlite.cli.bench import setup_for
 
         s = setup_for("gpu")
         return {
@@ -117,16 +119,7 @@ def step_bench(cuda: bool, logs: Path) -> dict[str, Any]:
                 "seq_lens": list(s.seq_lens),
             },
         }
-    cmd = [
-        sys.executable,
-        "-m",
-        "kdlite.bench",
-        "--mode",
-        "gpu",
-        "--seq-lens",
-        "4096",
-        "--no-append",
-    ]
+    cmd = [sys.executable, "-m", "kdlite.cli.bench", "mode=gpu", "seq_lens=4096", "append=false"]
     return _run(cmd, 240, logs / "bench.log")
 
 
@@ -146,20 +139,24 @@ def step_vllm(cuda: bool, logs: Path, work: Path) -> dict[str, Any]:
     if not cuda:
         return {"status": "skipped: no CUDA device"}
     export = work / "tiny-student"
-    first = _run([sys.executable, "-m", "kdlite.export", f"out={export}"], 120, logs / "export.log")
+    first = _run(
+        [sys.executable, "-m", "kdlite.cli.export", f"out={export}"], 120, logs / "export.log"
+    )
     if first["returncode"]:
         return first
     cmd = [sys.executable, "evaluate.py", f"model={export}", *overrides, f"out_dir={work / 'eval'}"]
     return _run(cmd, 240, logs / "vllm.log")
 
 
+@dataclass
+class Keys:
+    out: str = arg("gpu-check.json", "results file (JSON); logs go to the folder of its stem")
+    dry: bool = arg(False, "compose and skip every GPU step")
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(
-        prog="python -m kdlite.gpu_check", description=__doc__.split("\n")[0]
-    )
-    parser.add_argument("--out", default="gpu-check.json", help="results file (JSON)")
-    parser.add_argument("--dry", action="store_true", help="compose and skip every GPU step")
-    args = parser.parse_args(argv)
+    prog = "python -m kdlite.cli.gpu_check"
+    args = parse_keys(Keys, argv_or_sys(argv), prog=prog, doc=__doc__)
     import torch
 
     cuda = torch.cuda.is_available() and not args.dry

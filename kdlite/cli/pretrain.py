@@ -15,9 +15,9 @@ Documents are packed back to back into `seq_len` rows separated by `<|endoftext|
 crossing document boundaries, as usual for LM pre-training (unlike distillation, where
 `kdlite.data.packing` keeps examples apart): every token is trained, none is padding.
 
-    python -m kdlite.pretrain shape=tiny-student steps=1600   # -> kdlite/assets/tiny-student-base
-    python -m kdlite.pretrain shape=tiny-teacher steps=1500 stepwise_share=0   # -> ...-base
-    python -m kdlite.pretrain reasoning      # -> kdlite/assets/tiny-teacher-reasoning (from base)
+    python -m kdlite.cli.pretrain shape=tiny-student steps=1600   # -> kdlite/assets/tiny-student-base
+    python -m kdlite.cli.pretrain shape=tiny-teacher steps=1500 stepwise_share=0   # -> ...-base
+    python -m kdlite.cli.pretrain stage=reasoning   # -> kdlite/assets/tiny-teacher-reasoning
 
 The teacher is then post-trained on the embedded long-CoT traces with the hard loss alone, as the
 study's teachers are reasoning models post-trained from their bases: that takes ~800 optimizer
@@ -39,6 +39,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from kdlite.cli._args import UsageError, arg, argv_or_sys, parse_keys
 
 log = logging.getLogger(__name__)
 
@@ -249,48 +251,61 @@ def reasoning_teacher(out_dir: str | Path, run_dir: str | Path) -> dict[str, Any
     return record
 
 
+PROG = "python -m kdlite.cli.pretrain"
+_RECIPE = PretrainRecipe(shape="", steps=0)
+
+
+@dataclass
+class Keys:
+    stage: str = arg("base", "base: pretrain a tiny base model; reasoning: post-train the tiny "
+                     "teacher on the embedded traces", choices=("base", "reasoning"))  # fmt: skip
+    shape: str | None = arg(None, "stage=base: tiny-student | tiny-teacher (required)")
+    steps: int | None = arg(None, "stage=base: optimizer steps (required)")
+    out: str | None = arg(None, "output folder (null: kdlite/assets/<shape>-base, or "
+                          "kdlite/assets/tiny-teacher-reasoning)")  # fmt: skip
+    seq_len: int = arg(_RECIPE.seq_len, "stage=base: tokens per packed row")
+    batch: int = arg(_RECIPE.batch, "stage=base: rows per step")
+    lr: float = arg(_RECIPE.lr, "stage=base: peak learning rate")
+    warmup_steps: int = arg(_RECIPE.warmup_steps, "stage=base: linear warm-up steps")
+    weight_decay: float = arg(_RECIPE.weight_decay, "stage=base: AdamW weight decay")
+    seed: int = arg(_RECIPE.seed, "stage=base: model init and the corpus stream")
+    stepwise_share: float = arg(_RECIPE.stepwise_share, "stage=base: share of worked solutions "
+                                "written one step per sentence")  # fmt: skip
+
+
 def parse_recipe(argv: list[str]) -> tuple[PretrainRecipe, str]:
     """`shape=S steps=N [out=DIR] [field=value ...]` -> (recipe, output folder)."""
     from kdlite.models import ASSETS
 
-    fields = dict(PretrainRecipe.__annotations__)
-    args: dict[str, str] = {}
-    for arg in argv:
-        key, sep, value = arg.partition("=")
-        if not sep or (key not in fields and key != "out"):
-            raise SystemExit(
-                f"bad argument {arg!r}; expected key=value with key in {sorted([*fields, 'out'])}"
-            )
-        args[key] = value
-    if "shape" not in args or "steps" not in args:
-        raise SystemExit("usage: python -m kdlite.pretrain shape=S steps=N [out=DIR] [...]")
-    out = args.pop("out", str(ASSETS / f"{args['shape']}-base"))
-    casts = {"str": str, "int": int, "float": float}
-    try:
-        values = {k: casts[fields[k]](v) for k, v in args.items()}
-    except ValueError as e:
-        raise SystemExit(f"bad value in {argv}: {e}") from None
-    return PretrainRecipe(**values), out  # type: ignore[arg-type]
+    keys = parse_keys(Keys, argv, prog=PROG, doc=__doc__)
+    return _recipe(keys), keys.out or str(ASSETS / f"{keys.shape}-base")
+
+
+def _recipe(keys: Keys) -> PretrainRecipe:
+    if keys.shape is None or keys.steps is None:
+        raise UsageError(PROG, "stage=base needs shape=... and steps=... (see --help)")
+    fields = {k: v for k, v in asdict(keys).items() if k in PretrainRecipe.__annotations__}
+    return PretrainRecipe(**fields)
 
 
 def main(argv: list[str] | None = None) -> None:
-    """`python -m kdlite.pretrain shape=S steps=N out=DIR [seq_len= batch= lr= seed= ...]`, or
-    `python -m kdlite.pretrain reasoning [out=DIR]` for the teacher's post-training."""
-    import sys
+    """Pretrain a base model (stage=base), or post-train the tiny teacher (stage=reasoning)."""
     import tempfile
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["reasoning"]:
-        from kdlite.models import ASSETS
+    from kdlite.models import ASSETS
 
-        outs = [a[4:] for a in argv[1:] if a.startswith("out=")]
-        out = outs[0] if outs else str(ASSETS / "tiny-teacher-reasoning")
+    keys = parse_keys(Keys, argv_or_sys(argv), prog=PROG, doc=__doc__)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    if keys.stage == "reasoning":
+        recipe_keys = [k for k in PretrainRecipe.__annotations__ if k != "seed"]
+        given = [w for w in argv_or_sys(argv) if w.partition("=")[0] in recipe_keys]
+        if given:
+            raise UsageError(PROG, f"{', '.join(given)}: a key of stage=base, not of reasoning")
+        out = keys.out or str(ASSETS / "tiny-teacher-reasoning")
         with tempfile.TemporaryDirectory(prefix="kdlite-reasoning-") as tmp:
             reasoning_teacher(out, Path(tmp) / "run")
         return
-    recipe, out = parse_recipe(argv)
-    pretrain(recipe, out)
+    pretrain(_recipe(keys), keys.out or str(ASSETS / f"{keys.shape}-base"))
 
 
 if __name__ == "__main__":

@@ -1,19 +1,11 @@
-"""`python -m kdlite.probe model=<run dir | model folder> [key=value ...]`
+"""`python -m kdlite.cli.probe model=<run dir | model folder> [key=value ...]`
 
 The closing probe (kdlite/analysis/probe.py): the mean log-prob of ` The answer is \\boxed{N}.` +
 an end token after a held-out synthetic trace's first pass and after its re-check, in the chat
 layout, plus greedy continuations. Writes `probe.json` into the directory the report reads a
 model's results from, the same one `evaluate.py` uses (kdlite/eval/models.py):
 `<run>/probe.json` for a run directory (its `export/` is probed), `<out_dir>/<slug>/probe.json`
-for a model folder, so `python -m kdlite.report` shows it as a column beside the evaluation.
-Keys:
-  model=runs/default   a run dir or an HF folder; several: model=[a,b] (quote paths with commas)
-  n=40                 held-out traces probed
-  end=<|endoftext|>    the end token after the closing (the tiny base's document end)
-  greedy=5             traces whose greedy continuation is kept as a sample
-  max_new_tokens=48    length of those continuations
-  out_dir=runs/eval    where results of model folders go (as evaluate.py's out_dir)
-  tokenizer=auto       the folder's own tokenizer, else the embedded one | a name or folder
+for a model folder, so `python -m kdlite.cli.report` shows it as a column beside the evaluation.
 Held-out traces are the synthetic corpus's examples after the first `data.synthetic_size` (the
 pool `data=synthetic` draws its training and validation examples from; conf/data/synthetic.yaml),
 same seed: never trained on, never validated on.
@@ -22,47 +14,34 @@ same seed: never trained on, never validated on.
 from __future__ import annotations
 
 import json
-import sys
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
-OPTIONS: dict[str, Any] = {
-    "model": "runs/default",
-    "n": 40,
-    "end": "<|endoftext|>",
-    "greedy": 5,
-    "max_new_tokens": 48,
-    "out_dir": "runs/eval",
-    "tokenizer": "auto",
-}
+from kdlite.cli._args import arg, argv_or_sys, parse_keys
+
+PROG = "python -m kdlite.cli.probe"
 
 
-def parse(argv: list[str]) -> dict[str, Any]:
-    from omegaconf import OmegaConf
-
-    from kdlite.traces import check_args
-
-    check_args(argv, OPTIONS, __doc__)
-    # `end=<|endoftext|>` is not YAML-safe everywhere: keep string values as written
-    own = {a.split("=", 1)[0]: a.split("=", 1)[1] for a in argv}
-    merged = OmegaConf.merge(
-        OmegaConf.create(OPTIONS),
-        OmegaConf.from_dotlist([f"{k}={v}" for k, v in own.items() if k != "end"]),
+@dataclass
+class Keys:
+    model: list[str] = arg(["runs/default"], "a run dir or an HF folder; several: model=[a,b] "
+                           "(quote paths with commas)")  # fmt: skip
+    n: int = arg(40, "held-out traces probed")
+    end: str = arg(
+        "<|endoftext|>", "the end token after the closing (the tiny base's document end)"
     )
-    opts = OmegaConf.to_container(merged)
-    assert isinstance(opts, dict)
-    if "end" in own:
-        opts["end"] = own["end"]
-    models = opts["model"]
-    opts["model"] = [str(m) for m in (models if isinstance(models, list) else [models])]
-    return {str(k): v for k, v in opts.items()}
+    greedy: int = arg(5, "traces whose greedy continuation is kept as a sample")
+    max_new_tokens: int = arg(48, "length of those continuations")
+    out_dir: str = arg("runs/eval", "where results of model folders go (as evaluate.py's out_dir)")
+    tokenizer: str = arg("auto", "auto: the folder's own tokenizer, else the embedded one | "
+                         "embedded | a name or folder")  # fmt: skip
 
 
 def held_out_examples(n: int):
     """`n` synthetic traces after the pool `data=synthetic` selects from (prefix-stable corpus)."""
     from omegaconf import OmegaConf
 
+    from kdlite.config import CONF_DIR
     from kdlite.data.synthetic import generate_examples
 
     data = OmegaConf.load(CONF_DIR / "data" / "synthetic.yaml")
@@ -79,27 +58,27 @@ def load_tokenizer_for(path: Path, name: str):
     return embedded_tokenizer() if name == "embedded" else load_tokenizer(name)
 
 
-def probe_model(spec: str, opts: dict[str, Any]) -> Path:
+def probe_model(spec: str, opts: Keys) -> Path:
     import torch
     from transformers import AutoModelForCausalLM
 
     from kdlite.analysis.probe import closing_probe
     from kdlite.eval.models import resolve_model
 
-    ref = resolve_model(spec, opts["out_dir"])
+    ref = resolve_model(spec, opts.out_dir)
     path = Path(ref.path)
-    tokenizer = load_tokenizer_for(path, str(opts["tokenizer"]))
+    tokenizer = load_tokenizer_for(path, str(opts.tokenizer))
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
     # 2× n candidates: ~10% of traces have a first-pass slip and are skipped
-    examples = held_out_examples(2 * int(opts["n"]))
+    examples = held_out_examples(2 * int(opts.n))
     result = closing_probe(
         model,
         tokenizer,
         examples,
-        n=int(opts["n"]),
-        end=str(opts["end"]),
-        n_greedy=int(opts["greedy"]),
-        max_new_tokens=int(opts["max_new_tokens"]),
+        n=int(opts.n),
+        end=str(opts.end),
+        n_greedy=int(opts.greedy),
+        max_new_tokens=int(opts.max_new_tokens),
     )
     result["model"] = spec
     out = ref.results_root.parent / "probe.json"
@@ -109,9 +88,9 @@ def probe_model(spec: str, opts: dict[str, Any]) -> Path:
 
 
 def main(argv: list[str] | None = None) -> list[Path]:
-    opts = parse(sys.argv[1:] if argv is None else argv)
+    opts = parse_keys(Keys, argv_or_sys(argv), prog=PROG, doc=__doc__)
     written = []
-    for spec in opts["model"]:
+    for spec in opts.model:
         out = probe_model(spec, opts)
         points = json.loads(out.read_text())["points"]
         summary = "; ".join(

@@ -1,32 +1,38 @@
-"""`python -m kdlite.report <sweep or runs dir> [--out DIR] [--n-boot N] [--seed S] [--smooth M] [--wandb]`.
+"""`python -m kdlite.cli.report runs=<sweep or runs dir> [out=DIR n_boot=N seed=S smooth=M wandb=true]`
 
-Writes `report.md` and PNG figures (default `<dir>/report/`) from every run directory under the
+Writes `report.md` and PNG figures (default `<runs>/report/`) from every run directory under the
 given folder; see `kdlite.analysis.report` for what each table holds. Missing or partial runs are
-listed in the report, never fatal. `--wandb` also logs the figures as images to a `report` W&B run
-in the sweep's group (`kdlite.wandb_run.log_figures`; offline unless `--wandb-mode online`).
+listed in the report, never fatal. `wandb=true` also logs the figures as images to a `report` W&B
+run in the sweep's group (`kdlite.wandb_run.log_figures`; offline unless `wandb_mode=online`).
 """
 
 from __future__ import annotations
 
-import argparse
+from dataclasses import dataclass
 from pathlib import Path
 
 from kdlite.analysis.knee import SMOOTHERS
 from kdlite.analysis.report import write_report
+from kdlite.cli._args import arg, argv_or_sys, parse_keys
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m kdlite.report", description=__doc__)
-    parser.add_argument("runs", nargs="?", default="runs", help="sweep or runs directory")
-    parser.add_argument("--out", default=None, help="output folder (default <runs>/report)")
-    parser.add_argument("--n-boot", type=int, default=1000, help="bootstrap replicates for knees")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--smooth", choices=sorted(SMOOTHERS), default="isotonic")
-    parser.add_argument("--wandb", action="store_true", help="log the figures to W&B as images")
-    parser.add_argument("--wandb-project", default="kdlite")
-    parser.add_argument("--wandb-entity", default=None)
-    parser.add_argument("--wandb-mode", choices=("offline", "online"), default="offline")
-    args = parser.parse_args(argv)
+@dataclass
+class Keys:
+    runs: str = arg("runs", "sweep or runs directory")
+    out: str | None = arg(None, "output folder (null: <runs>/report)")
+    n_boot: int = arg(1000, "bootstrap replicates for the knees")
+    seed: int = arg(0, "bootstrap seed")
+    smooth: str = arg(
+        "isotonic", "accuracy-vs-LSP smoother of the knees", choices=sorted(SMOOTHERS)
+    )
+    wandb: bool = arg(False, "also log the figures to W&B as images")
+    wandb_project: str = arg("kdlite", "W&B project")
+    wandb_entity: str | None = arg(None, "W&B entity (null: your default)")
+    wandb_mode: str = arg("offline", "W&B mode", choices=("offline", "online"))
+
+
+def main(argv: list[str] | None = None) -> Path:
+    args = parse_keys(Keys, argv_or_sys(argv), prog="python -m kdlite.cli.report", doc=__doc__)
     path = write_report(args.runs, args.out, n_boot=args.n_boot, seed=args.seed, smooth=args.smooth)
     print(f"wrote {path}")
     if args.wandb:
@@ -40,6 +46,7 @@ def main(argv: list[str] | None = None) -> None:
         figures = sorted(Path(path).parent.glob("*.png"))
         run_id = log_figures(figures, Path(args.runs), log_cfg)
         print(f"logged {len(figures)} figures to W&B run {run_id} ({args.wandb_mode})")
+    return Path(path)
 
 
 if __name__ == "__main__":

@@ -1,64 +1,53 @@
-"""`python -m kdlite.traces data=<name> [data.<key>=...] [key=value ...]`
+"""`python -m kdlite.cli.traces data=<name> [data.<key>=...] [key=value ...]`
 
-Token statistics per section (Table 2), the first derivation of the final answer and the
-self-reflection cues before it (Appendix A.2, Figure 5) for the first `limit` examples of a source;
-writes `<out>/traces.md` and `<out>/fig5_answer_position.png`. `data=<name>` composes
-`conf/data/<name>.yaml` with Hydra (so `data.path=/local/file.jsonl` etc. work as in train.py).
-Other keys:
-  limit=100            examples to analyse (the study used 100 per dataset)
-  tokenizer=auto       auto (`embedded` for data=synthetic, else Qwen/Qwen3-8B) | a name or folder;
-                       `none` measures positions in characters and skips Table 2
-  out=traces/<name>    output folder
-  judge=false          also ask an LLM judge (OpenAI-compatible endpoint; key from OPENAI_API_KEY)
-  judge_endpoint=http://localhost:8000/v1   judge_model=Qwen/Qwen3-32B   judge_limit=100
+Token statistics per section (docs/paper.md Table 2: kdlite's one Table-2 tool), the first
+derivation of the final answer and the self-reflection cues before it (Appendix A.2, Figure 5) for
+the first `limit` examples of a source; writes `<out>/traces.md` and `<out>/fig5_answer_position.png`.
+`data=<name>` composes `conf/data/<name>.yaml` with Hydra (so `data.path=/local/file.jsonl` etc. work
+as in train.py). Counts come from the trainer's rendering (`kdlite.data.stats`); Table 2 describes
+the data before the < 4k-token cut, so no length filter applies. The first `limit` rows are not a
+random sample: a source sorted by length or topic biases the means; `limit=null` reads them all.
 """
 
 from __future__ import annotations
 
 import os
-import sys
-from collections.abc import Callable, Collection
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
-OPTIONS = {
-    "limit": 100,
-    "tokenizer": "auto",
-    "out": None,
-    "judge": False,
-    "judge_endpoint": "http://localhost:8000/v1",
-    "judge_model": "Qwen/Qwen3-32B",
-    "judge_limit": 100,
-}
+from kdlite.cli._args import arg, argv_or_sys, compose_errors, parse
+
+PROG = "python -m kdlite.cli.traces"
 
 
-def check_args(argv: list[str], known: Collection[str], doc: str | None, also: str = "") -> None:
-    """Print `doc` and exit on -h/--help; exit naming them on arguments that are not `key=value`
-    with a known key (`also` lists what else the caller accepted before)."""
-    if any(a in ("-h", "--help") for a in argv):
-        print(doc)
-        sys.exit(0)
-    bad = [a for a in argv if "=" not in a or a.split("=", 1)[0] not in known]
-    if bad:
-        sys.exit(f"unknown argument(s) {bad}; known: {also}{sorted(known)}")
+@dataclass
+class Keys:
+    limit: int | None = arg(100, "examples to analyse (the study used 100 per dataset; null: all)")
+    tokenizer: str = arg("auto", "auto (embedded for data=synthetic, else Qwen/Qwen3-8B) | a name "
+                         "or folder | none: positions in characters, no Table 2")  # fmt: skip
+    out: str | None = arg(None, "output folder (null: traces/<data name>)")
+    judge: bool = arg(False, "also ask an LLM judge (OpenAI-compatible; key from OPENAI_API_KEY)")
+    judge_endpoint: str = arg("http://localhost:8000/v1", "the judge's endpoint")
+    judge_model: str = arg("Qwen/Qwen3-32B", "the judge model")
+    judge_limit: int = arg(100, "examples judged")
 
 
-def parse(argv: list[str]):
-    """Split argv into Hydra overrides for the data group and this tool's own options."""
+def parse_args(argv: list[str]):
+    """(the data config composed from `data=`/`data.<key>=` words, this program's keys)."""
     from hydra import compose, initialize_config_dir
-    from omegaconf import OmegaConf
 
-    data_args = [a for a in argv if a.startswith(("data=", "data."))]
-    own = [a for a in argv if a not in data_args]
-    check_args(own, OPTIONS, __doc__, also="data=..., data.<key>=..., ")
+    from kdlite.config import CONF_DIR
+
+    opts, data_args = parse(
+        Keys, argv, prog=PROG, doc=__doc__, rest=lambda key: key == "data" or key.startswith("data."),
+        rest_help="data=<name> (default synthetic) and data.<key>=value compose conf/data/<name>.yaml.",
+    )  # fmt: skip
     if not any(a.startswith("data=") for a in data_args):
         data_args.insert(0, "data=synthetic")
     overrides = [("+" + a if a.startswith("data=") else a) for a in data_args]
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+    with compose_errors(PROG), initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         data = compose(overrides=overrides).data
-    opts = OmegaConf.to_container(
-        OmegaConf.merge(OmegaConf.create(OPTIONS), OmegaConf.from_dotlist(own))
-    )
     return data, opts
 
 
@@ -66,13 +55,13 @@ def main(argv: list[str] | None = None) -> Path:
     from kdlite.analysis.traces import write_traces_report
     from kdlite.data.sources import load_examples
 
-    data, opts = parse(sys.argv[1:] if argv is None else argv)
-    data.limit = opts["limit"]
-    examples = load_examples(data).examples[: opts["limit"]]
+    data, opts = parse_args(argv_or_sys(argv))
+    data.limit = opts.limit
+    examples = load_examples(data).examples[: opts.limit]
     name = data.name
-    out = Path(opts["out"] or f"traces/{name}")
+    out = Path(opts.out or f"traces/{name}")
 
-    tok_name = opts["tokenizer"]
+    tok_name = opts.tokenizer
     if tok_name == "auto":
         tok_name = "embedded" if name == "synthetic" else "Qwen/Qwen3-8B"
     count: Callable[[str], int] = len
@@ -93,13 +82,13 @@ def main(argv: list[str] | None = None) -> Path:
         token_stats = section_stats((render(e, tokenizer) for e in examples), name=name)
 
     verdicts = None
-    if opts["judge"]:
+    if opts.judge:
         from kdlite.analysis.judge import judge
 
         key = os.environ.get("OPENAI_API_KEY")
         verdicts = [
-            judge(e, opts["judge_endpoint"], opts["judge_model"], api_key=key)
-            for e in examples[: opts["judge_limit"]]
+            judge(e, opts.judge_endpoint, opts.judge_model, api_key=key)
+            for e in examples[: opts.judge_limit]
         ]
     path = write_traces_report(
         name, examples, out, count=count, unit=unit, token_stats=token_stats, verdicts=verdicts

@@ -28,10 +28,10 @@ import lightning as L
 import numpy as np
 from torch.utils.data import DataLoader, Dataset
 
-from kdlite.cache import cache_root
 from kdlite.data.example import DataError
 from kdlite.data.packing import pack, pad_collate
 from kdlite.data.supervision import IGNORE_INDEX, Supervised, supervise
+from kdlite.paths import cache_root
 
 log = logging.getLogger(__name__)
 

@@ -32,8 +32,8 @@ from pathlib import Path
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
-from kdlite.cache import cache_root
 from kdlite.data import synthetic
+from kdlite.paths import cache_root
 
 TOKENIZER_VERSION = "1"
 VOCAB_SIZE = 1024  # BPE cap incl. the 256 byte symbols (reached: 741); specials appended after

@@ -153,7 +153,7 @@ def sweep_models(sweep: str) -> list[str]:
             skipped[read_status(path).state] += 1
     if skipped:
         log.warning(
-            "sweep %s: skipping %d runs without an export (%s); `python -m kdlite.sweep status %s`",
+            "sweep %s: skipping %d runs without an export (%s); `python -m kdlite.cli.sweep action=status sweep=%s`",
             sweep, sum(skipped.values()), dict(skipped), sweep,
         )  # fmt: skip
     if not found:

@@ -61,10 +61,10 @@ def test_pair_shapes():
 
 
 def test_profiler_runs_on_cpu(tmp_path):
-    from kdlite.profile import main
+    from kdlite.cli.bench import main
 
     out = main(
-        f"pair=tiny lsp=0.5,1.0 seq_len=64 steps=1 warmup=0 vocab={VOCAB} out={tmp_path}".split()
+        f"kind=lsp pair=tiny lsp=0.5,1.0 seq_len=64 steps=1 warmup=0 vocab={VOCAB} out={tmp_path}".split()
     )
     assert (tmp_path / "profile.png").read_bytes()[:4] == b"\x89PNG"
     text = out.read_text()

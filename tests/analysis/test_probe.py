@@ -121,9 +121,9 @@ def test_shipped_base_closes_after_the_first_pass(examples, embedded_tokenizer):
 
 
 def test_cli_writes_probe_json_where_the_report_reads_it(tmp_path, monkeypatch):
-    from kdlite import probe as cli
     from kdlite.analysis.report import make_sweep, table_probe
     from kdlite.analysis.runs import load_runs
+    from kdlite.cli import probe as cli
     from kdlite.eval.models import slug
 
     monkeypatch.chdir(BASE.parents[2])

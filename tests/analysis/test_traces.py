@@ -63,7 +63,7 @@ def test_judge_posts_an_openai_chat_request():
 
 
 def test_traces_cli_on_the_embedded_corpus(tmp_path):
-    from kdlite.traces import main
+    from kdlite.cli.traces import main
 
     path = main(
         ["data=synthetic", "data.synthetic_size=20", "limit=8", "tokenizer=none", f"out={tmp_path}"]

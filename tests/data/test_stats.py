@@ -6,7 +6,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from kdlite.data.example import COT, A, P
@@ -89,26 +88,29 @@ def test_data_configs_use_the_study_sizes():
     assert OmegaConf.load(CONF / "data" / "synthetic1.yaml").task_types == ["verifiable_math"]
 
 
-def test_stats_config_composes():
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose(config_name="stats", overrides=["data=nemotron", "limit=10"])
-    assert (cfg.data.name, cfg.data.hf_config, cfg.data.split) == ("nemotron", "SFT", "math")
-    assert (cfg.tokenizer, cfg.limit) == ("embedded", 10)
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        assert compose(config_name="stats").data.name == "synthetic"
+def test_table2_tool_composes_a_data_config():
+    from kdlite.cli.traces import parse_args
+
+    data, opts = parse_args(["data=nemotron", "limit=10", "tokenizer=embedded"])
+    assert (data.name, data.hf_config, data.split) == ("nemotron", "SFT", "math")
+    assert (opts.tokenizer, opts.limit) == ("embedded", 10)
+    assert parse_args([])[0].name == "synthetic"
 
 
 @pytest.mark.slow  # builds the embedded tokenizer in a fresh cache: ~10-20 s on 2 shared cores
 def test_stats_end_to_end_on_a_fixture(tmp_path, monkeypatch, data_dir):
     pytest.importorskip("kdlite.data.render")
     pytest.importorskip("kdlite.data.tokenizer")
-    from kdlite.data.sources import SourceSpec
-    from kdlite.data.stats import stats_for_source
+    from kdlite.analysis import traces
+    from kdlite.cli.traces import main
 
     monkeypatch.setenv("KDLITE_CACHE", str(tmp_path / "cache"))
-    spec = SourceSpec("bespoke", path=str(data_dir / "bespoke.jsonl"))
-    stats, table = stats_for_source(spec, "embedded", limit=3)
+    seen = []
+    monkeypatch.setattr(traces, "token_table", lambda name, stats: seen.append(stats) or "")
+    argv = ["data=bespoke", f"data.path={data_dir / 'bespoke.jsonl'}", "tokenizer=embedded"]
+    main([*argv, "limit=3", f"out={tmp_path / 'out'}"])
+    (stats,) = seen
     assert stats.n == 2  # rows 0 and 2 of the first three; row 1 is rejected
     assert stats.full == pytest.approx(stats.p + stats.cot + stats.a)
     assert min(stats.p, stats.cot, stats.a) > 0
-    assert table.splitlines()[2].startswith("| bespoke | 2 | ")
+    assert format_table([stats]).splitlines()[2].startswith("| bespoke | 2 | ")

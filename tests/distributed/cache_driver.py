@@ -3,7 +3,7 @@
     python -m torch.distributed.run --standalone --nproc_per_node=2 \
         tests/distributed/cache_driver.py KILL -- key=value ...
 
-Runs `python -m kdlite.cache_teacher key=value ...` (`kdlite.cache_teacher.main`). With KILL = 1
+Runs `python -m kdlite.cli.cache_teacher key=value ...` (`kdlite.cli.cache_teacher.main`). With KILL = 1
 every rank ends with `os._exit(17)` right after its first shard is complete, after a barrier so
 that which shards are complete is deterministic (shards 0 … world − 1): a kill, not a clean stop
 (no manifest, no clean-up, torchrun reports the failure).
@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 import kdlite.teacher_cache as teacher_cache  # noqa: E402
-from kdlite.cache_teacher import main as cache_teacher  # noqa: E402
+from kdlite.cli.cache_teacher import main as cache_teacher  # noqa: E402
 
 
 def kill_after_first_shard(shard: int) -> None:

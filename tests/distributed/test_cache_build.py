@@ -21,8 +21,8 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from kdlite.cache_teacher import full_row_datamodule
-from kdlite.cache_teacher import main as cache_teacher
+from kdlite.cli.cache_teacher import full_row_datamodule
+from kdlite.cli.cache_teacher import main as cache_teacher
 from kdlite.config import compose_train
 from kdlite.teacher_cache import CacheError, TeacherCache, partial_folder, select_for_run
 
@@ -85,7 +85,7 @@ def test_two_processes_killed_and_resumed_equal_one_process(
             assert "online teacher" in caplog.text and "2 of 5 shards complete" in caplog.text
 
     resumed = launch(
-        [sys.executable, "-m", "kdlite.cache_teacher", *ARGS, "processes=2"],
+        [sys.executable, "-m", "kdlite.cli.cache_teacher", *ARGS, "processes=2"],
         shared,
         tmp_path / "resumed.log",
     )
