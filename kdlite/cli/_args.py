@@ -74,14 +74,13 @@ def help_text(keys: type, prog: str, doc: str | None, rest: str = "") -> str:
         lines += [doc.strip(), ""]
     lines.append("keys (key=default):")
     items = [(f"{f.name}={_shown(_default(f))}", f) for f in fields(keys)]
-    width = max(len(name) for name, _ in items) + 2
+    width = min(24, max(len(name) for name, _ in items)) + 2  # a longer default: its own line
     for name, f in items:
         note = f.metadata.get("help", "")
         if f.metadata.get("choices"):
             note += f" ({' | '.join(_shown(c) for c in f.metadata['choices'])})"
-        lines.append(
-            f"  {name:<{width}}{note}" if len(name) < 40 else f"  {name}\n  {'':<{width}}{note}"
-        )
+        fits = len(name) < width
+        lines.append(f"  {name:<{width}}{note}" if fits else f"  {name}\n  {'':<{width}}{note}")
     if rest:
         lines += ["", rest]
     return "\n".join(lines)
