@@ -97,6 +97,10 @@ def check_module(module: str, args: list[str]) -> None:
         from kdlite.cli.traces import parse_args
 
         parse_args(args)
+    elif module == "kdlite.cli.memory":
+        from kdlite.cli.memory import main
+
+        assert main(args).count("\n") == 8  # the head, its rule and the 7 study pairs
     elif module == "kdlite.cli.cache_teacher":
         from kdlite.cli.cache_teacher import split_args
         from kdlite.config import compose_train, validate
