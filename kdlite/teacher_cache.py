@@ -612,6 +612,32 @@ def bootstrap_home(cfg: Any, tokenizer: Any) -> Path:
 
 
 # ---- the cache of a run (config -> folder -> checked reader) ---------------------------------
+def full_row_datamodule(cfg: DictConfig, tokenizer: Any):
+    """The run's data module with lsp = 1 and a left crop: every example's full rendered row, the
+    rows a cache of the run's (teacher, data) covers."""
+    from kdlite.config import data_spec
+    from kdlite.data.datamodule import DistillDataModule, Knobs
+
+    spec = data_spec(cfg.data)
+    dm = DistillDataModule(spec, tokenizer, Knobs(lsp=1.0, crop="left", examples_per_step=1))
+    dm.prepare_data()
+    dm.setup("fit")
+    return dm
+
+
+def cache_rows(datamodule: Any) -> list[tuple[str, list[int]]]:
+    """(source id, token ids) of every train and validation row of a `full_row_datamodule`."""
+    return [(it.source_id, it.input_ids) for it in (*datamodule.train_items, *datamodule.val_items)]
+
+
+def load_teacher(name: str, revision: str | None, vocab_size: int, dtype: torch.dtype):
+    """The frozen teacher a cache is built from, as a `HiddenLM` (hidden states + head)."""
+    from kdlite.models import HiddenLM, ModelSpec, load_model
+
+    lm = load_model(ModelSpec(name=name, revision=revision), vocab_size=vocab_size, dtype=dtype)
+    return HiddenLM(lm.eval().requires_grad_(False))
+
+
 def teacher_path(cfg: DictConfig, tokenizer: Any) -> tuple[str, str | None]:
     """(name or folder, revision) of the teacher; refuses random-weight teachers."""
     from kdlite.config import model_spec

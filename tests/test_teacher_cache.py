@@ -383,9 +383,9 @@ def test_teacher_auto_reads_the_cache_for_left_crops_and_runs_online_for_right_c
 ):
     import logging
 
-    from kdlite.cli.cache_teacher import full_row_datamodule, main
+    from kdlite.cli.cache_teacher import main
     from kdlite.config import compose_train
-    from kdlite.teacher_cache import select_for_run
+    from kdlite.teacher_cache import full_row_datamodule, select_for_run
 
     folder = main([*CLI_DATA, "k=8", "progress=false"])
 

@@ -47,8 +47,11 @@ from kdlite.teacher_cache import (  # the run-side functions live in the library
     CacheError,
     Estimate,
     cache_folder,
+    cache_rows,
     cache_spec,
     estimate,
+    full_row_datamodule,
+    load_teacher,
     partial_status,
     teacher_path,
 )
@@ -78,31 +81,8 @@ def split_args(argv: list[str]) -> tuple[Keys, list[str]]:
     )  # fmt: skip
 
 
-def full_row_datamodule(cfg: DictConfig, tokenizer: Any):
-    """The run's data module with lsp = 1 and a left crop: every example's full rendered row."""
-    from kdlite.config import data_spec
-    from kdlite.data.datamodule import DistillDataModule, Knobs
-
-    spec = data_spec(cfg.data)
-    dm = DistillDataModule(spec, tokenizer, Knobs(lsp=1.0, crop="left", examples_per_step=1))
-    dm.prepare_data()
-    dm.setup("fit")
-    return dm
-
-
-def load_teacher(name: str, revision: str | None, vocab_size: int, dtype: torch.dtype):
-    from kdlite.models import HiddenLM, ModelSpec, load_model
-
-    lm = load_model(ModelSpec(name=name, revision=revision), vocab_size=vocab_size, dtype=dtype)
-    return HiddenLM(lm.eval().requires_grad_(False))
-
-
-def _rows(datamodule: Any) -> list[tuple[str, list[int]]]:
-    return [(it.source_id, it.input_ids) for it in (*datamodule.train_items, *datamodule.val_items)]
-
-
 def _estimate(datamodule: Any, own: Keys) -> Estimate:
-    lengths = [len(ids) for _, ids in _rows(datamodule)]
+    lengths = [len(ids) for _, ids in cache_rows(datamodule)]
     return estimate(lengths, own.k, own.logprob_dtype, own.shard_tokens)
 
 
@@ -209,7 +189,7 @@ def _build(cfg: DictConfig, own: Keys, rank: int, world: int, local_rank: int) -
     teacher = teacher.to(device)
     t0 = time.perf_counter()
     build_cache(
-        teacher, _rows(dm), folder, spec, batch_tokens=own.batch_tokens,
+        teacher, cache_rows(dm), folder, spec, batch_tokens=own.batch_tokens,
         chunk_size=int(cfg.trainer.chunk_size), shard_tokens=own.shard_tokens, device=device,
         rank=rank, world=world, progress=own.progress,
     )  # fmt: skip

@@ -21,10 +21,15 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from kdlite.cli.cache_teacher import full_row_datamodule
 from kdlite.cli.cache_teacher import main as cache_teacher
 from kdlite.config import compose_train
-from kdlite.teacher_cache import CacheError, TeacherCache, partial_folder, select_for_run
+from kdlite.teacher_cache import (
+    CacheError,
+    TeacherCache,
+    full_row_datamodule,
+    partial_folder,
+    select_for_run,
+)
 
 pytestmark = pytest.mark.distributed
 
