@@ -228,7 +228,7 @@ def test_report_figures_are_logged_to_wandb_as_images(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_SILENT", "true")
     root = tmp_path / "demo"
     shutil.copytree(Path(__file__).parent / "fixtures" / "sweep" / "runs", root)
-    report_main([str(root), "--n-boot", "5", "--wandb"])
+    report_main([f"runs={root}", "n_boot=5", "wandb=true"])
     recs = wandb_records(root / "report")
     (run,) = [r.run for kind, r in recs if kind == "run"]
     assert run.run_group == "demo" and run.job_type == "report"
