@@ -1,9 +1,10 @@
 """Student -> a self-contained Hugging Face folder that `AutoModelForCausalLM` and vLLM load.
 
-bf16 safetensors, the tokenizer with its chat template, and a generation config whose EOS list
-includes `<|im_end|>`: Qwen3-*-Base checkpoints end text with `<|endoftext|>`, but a distilled
-student answers in the chat layout and must stop at the end of its turn. Sampling defaults are the
-study's evaluation protocol (temperature 0.6, top-p 0.95).
+bf16 safetensors, the tokenizer with its chat template, and a generation config whose EOS list is
+`kdlite.chat.STOP_TOKENS` (`<|im_end|>`, then `<|endoftext|>`, as in Qwen3's own generation
+config): Qwen3-*-Base checkpoints end text with `<|endoftext|>`, but a distilled student answers in
+the chat layout and must stop at the end of its turn. Sampling defaults are the study's evaluation
+protocol (temperature 0.6, top-p 0.95).
 """
 
 from __future__ import annotations
@@ -17,18 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-STOP_TOKENS = ("<|im_end|>", "<|endoftext|>")
-
-
-def stop_token_ids(tokenizer: Any) -> list[int]:
-    ids = []
-    for tok in STOP_TOKENS:
-        tid = tokenizer.convert_tokens_to_ids(tok)
-        if isinstance(tid, int) and tid >= 0 and tid != tokenizer.unk_token_id:
-            ids.append(tid)
-    if not ids:
-        raise ValueError(f"tokenizer has none of the stop tokens {STOP_TOKENS}")
-    return ids
+from kdlite.chat import stop_token_ids
 
 
 def export_student(

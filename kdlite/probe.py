@@ -26,11 +26,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from kdlite.chat import ENDOFTEXT
+
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 OPTIONS: dict[str, Any] = {
     "model": "runs/default",
     "n": 40,
-    "end": "<|endoftext|>",
+    "end": ENDOFTEXT,
     "greedy": 5,
     "max_new_tokens": 48,
     "out_dir": "runs/eval",

@@ -27,16 +27,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kdlite.chat import CHAT_TOKENS, END_THINK, THINK
 from kdlite.data.example import DataError, Example, RowRejected, SkipCounter, make_source_id
 
 log = logging.getLogger(__name__)
 
 THOUGHT_TAGS = ("<|begin_of_thought|>", "<|end_of_thought|>")
 SOLUTION_TAGS = ("<|begin_of_solution|>", "<|end_of_solution|>")
-THINK_TAGS = ("<think>", "</think>")
+THINK_TAGS = (THINK, END_THINK)
 # Text that would break rendering (docs/design.md §3 splits sections at the think tokens) or the chat
-# layout if it survived inside a section.
-RESERVED_MARKERS = ("<think>", "</think>", "<|im_start|>", "<|im_end|>")
+# layout if it survived inside a section: every chat control token (`<|endoftext|>` included, which
+# rendering would otherwise reject later as `reserved_token_in_text`).
+RESERVED_MARKERS = CHAT_TOKENS
 LOCAL_SUFFIXES = (".jsonl", ".json", ".parquet")
 
 
