@@ -17,6 +17,8 @@ from typing import Any, Optional  # noqa: UP035 - OmegaConf 2.3 needs Optional, 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from kdlite.data.spec import DataSpec
+
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
 
@@ -92,24 +94,6 @@ class PairConfig:
 
 
 @dataclass
-class DataConfig:
-    name: str = (
-        MISSING  # openthoughts | bespoke | synthetic1 | nemotron | skyt1 | jsonl | synthetic
-    )
-    path: Optional[str] = None  # Hub id or local file/folder; None = the dataset's Hub id
-    revision: Optional[str] = None
-    hf_config: Optional[str] = None
-    split: str = "train"
-    task_types: Optional[list[str]] = None
-    train_size: int = 8000
-    val_size: int = 1000
-    max_tokens: int = 4096
-    limit: Optional[int] = None
-    synthetic_size: Optional[int] = 3000
-    seed: int = 0
-
-
-@dataclass
 class OptimConfig:
     lr: float = 4e-6
     weight_decay: float = 0.05
@@ -173,7 +157,7 @@ class LoggerConfig:
 @dataclass
 class TrainConfig:
     pair: PairConfig = field(default_factory=PairConfig)
-    data: DataConfig = field(default_factory=DataConfig)
+    data: DataSpec = field(default_factory=lambda: DataSpec(name=MISSING))  # conf/data/*.yaml
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -471,24 +455,18 @@ def accumulation(batch: BatchConfig | DictConfig, world: int) -> int:
 
 
 # ---- config -> constructor arguments -------------------------------------------------------
-def data_spec(d: Any) -> Any:
-    """conf/data/*.yaml -> the data module's DataSpec (the one place this mapping lives)."""
-    from kdlite.data.datamodule import DataSpec
+def data_spec(d: Any) -> DataSpec:
+    """The `data` node of a composed config (or a conf/data/*.yaml loaded alone) -> DataSpec.
 
-    return DataSpec(
-        name=d.name,
-        path=d.path,
-        revision=d.revision,
-        hf_config=d.hf_config,
-        split=d.split,
-        task_types=tuple(d.task_types) if d.task_types else None,
-        train_size=d.train_size,
-        val_size=d.val_size,
-        max_tokens=d.max_tokens,
-        limit=d.limit,
-        synthetic_size=d.synthetic_size,
-        seed=d.seed,
-    )
+    A node composed through the schema already is a DataSpec underneath (OmegaConf builds it
+    back); a plain node is checked here, so an unknown or missing key is named either way.
+    """
+    if isinstance(d, DataSpec):
+        return d
+    node = OmegaConf.merge(OmegaConf.structured(DataSpec), d)  # unknown keys / types fail here
+    spec = OmegaConf.to_object(node)
+    assert isinstance(spec, DataSpec)
+    return spec
 
 
 def model_spec(m: Any) -> Any:

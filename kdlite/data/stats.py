@@ -67,21 +67,14 @@ def format_table(rows: Sequence[SectionStats]) -> str:
 
 def stats_for_source(spec: Any, tokenizer_name: str, limit: int | None) -> tuple[SectionStats, str]:
     """Load (up to `limit` rows), render with the tokenizer, and measure; -> (stats, table)."""
+    from dataclasses import replace
+
+    from kdlite.config import data_spec
     from kdlite.data.render import render
-    from kdlite.data.sources import SourceSpec, load_examples
+    from kdlite.data.sources import load_examples
     from kdlite.data.tokenizer import load_tokenizer
 
-    spec = SourceSpec(
-        name=spec.name,
-        path=spec.path,
-        revision=spec.revision,
-        hf_config=spec.hf_config,
-        split=spec.split,
-        task_types=list(spec.task_types) if spec.task_types is not None else None,
-        limit=limit,
-        synthetic_size=spec.synthetic_size,
-        seed=spec.seed,
-    )
+    spec = replace(data_spec(spec), limit=limit)
     loaded = load_examples(spec)
     tokenizer = load_tokenizer(tokenizer_name)
     stats = section_stats((render(e, tokenizer) for e in loaded.examples), name=spec.name)

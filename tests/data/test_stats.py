@@ -102,11 +102,11 @@ def test_stats_config_composes():
 def test_stats_end_to_end_on_a_fixture(tmp_path, monkeypatch, data_dir):
     pytest.importorskip("kdlite.data.render")
     pytest.importorskip("kdlite.data.tokenizer")
-    from kdlite.data.sources import SourceSpec
+    from kdlite.data.spec import DataSpec
     from kdlite.data.stats import stats_for_source
 
     monkeypatch.setenv("KDLITE_CACHE", str(tmp_path / "cache"))
-    spec = SourceSpec("bespoke", path=str(data_dir / "bespoke.jsonl"))
+    spec = DataSpec("bespoke", path=str(data_dir / "bespoke.jsonl"))
     stats, table = stats_for_source(spec, "embedded", limit=3)
     assert stats.n == 2  # rows 0 and 2 of the first three; row 1 is rejected
     assert stats.full == pytest.approx(stats.p + stats.cot + stats.a)
