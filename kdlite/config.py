@@ -17,6 +17,8 @@ from typing import Any, Optional  # noqa: UP035 - OmegaConf 2.3 needs Optional, 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from kdlite.data.spec import DataSpec
+
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
 
@@ -92,24 +94,6 @@ class PairConfig:
 
 
 @dataclass
-class DataConfig:
-    name: str = (
-        MISSING  # openthoughts | bespoke | synthetic1 | nemotron | skyt1 | jsonl | synthetic
-    )
-    path: Optional[str] = None  # Hub id or local file/folder; None = the dataset's Hub id
-    revision: Optional[str] = None
-    hf_config: Optional[str] = None
-    split: str = "train"
-    task_types: Optional[list[str]] = None
-    train_size: int = 8000
-    val_size: int = 1000
-    max_tokens: int = 4096
-    limit: Optional[int] = None
-    synthetic_size: Optional[int] = 3000
-    seed: int = 0
-
-
-@dataclass
 class OptimConfig:
     lr: float = 4e-6
     weight_decay: float = 0.05
@@ -173,7 +157,7 @@ class LoggerConfig:
 @dataclass
 class TrainConfig:
     pair: PairConfig = field(default_factory=PairConfig)
-    data: DataConfig = field(default_factory=DataConfig)
+    data: DataSpec = field(default_factory=lambda: DataSpec(name=MISSING))  # conf/data/*.yaml
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -471,24 +455,18 @@ def accumulation(batch: BatchConfig | DictConfig, world: int) -> int:
 
 
 # ---- config -> constructor arguments -------------------------------------------------------
-def data_spec(d: Any) -> Any:
-    """conf/data/*.yaml -> the data module's DataSpec (the one place this mapping lives)."""
-    from kdlite.data.datamodule import DataSpec
+def data_spec(d: Any) -> DataSpec:
+    """The `data` node of a composed config (or a conf/data/*.yaml loaded alone) -> DataSpec.
 
-    return DataSpec(
-        name=d.name,
-        path=d.path,
-        revision=d.revision,
-        hf_config=d.hf_config,
-        split=d.split,
-        task_types=tuple(d.task_types) if d.task_types else None,
-        train_size=d.train_size,
-        val_size=d.val_size,
-        max_tokens=d.max_tokens,
-        limit=d.limit,
-        synthetic_size=d.synthetic_size,
-        seed=d.seed,
-    )
+    A node composed through the schema already is a DataSpec underneath (OmegaConf builds it
+    back); a plain node is checked here, so an unknown or missing key is named either way.
+    """
+    if isinstance(d, DataSpec):
+        return d
+    node = OmegaConf.merge(OmegaConf.structured(DataSpec), d)  # unknown keys / types fail here
+    spec = OmegaConf.to_object(node)
+    assert isinstance(spec, DataSpec)
+    return spec
 
 
 def model_spec(m: Any) -> Any:
@@ -496,3 +474,127 @@ def model_spec(m: Any) -> Any:
     from kdlite.models import ModelSpec
 
     return ModelSpec(name=m.name, revision=m.revision, shape=m.shape, init=m.init)
+
+
+def enum_value(value: Any) -> str:
+    """An enum config value (`Crop.left`) or its plain string (`"left"`) -> the string."""
+    return str(value.value if hasattr(value, "value") else value)
+
+
+def attention(cfg: DictConfig) -> str:
+    """The attention implementation the run's models use (`batch.attention`, `auto` resolved for
+    the accelerator: flex_attention on a GPU, sdpa on a CPU; kdlite.data.packing)."""
+    import torch
+
+    from kdlite.data.packing import resolve_attention
+
+    accelerator = cfg.trainer.accelerator
+    gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+    return resolve_attention(enum_value(cfg.batch.attention), "cuda" if gpu else "cpu")
+
+
+def knobs(cfg: DictConfig, attention: str) -> Any:
+    """The study's knobs and the batch layout -> the data module's Knobs."""
+    from kdlite.data.datamodule import Knobs
+
+    return Knobs(
+        lsp=float(cfg.lsp),
+        crop=enum_value(cfg.crop),
+        supervise=enum_value(cfg.supervise),
+        examples_per_step=cfg.batch.examples_per_step,
+        micro_examples=cfg.batch.micro_examples,
+        pack=cfg.batch.pack if cfg.batch.pack is not None else attention == "flex_attention",
+        seed=cfg.seed,
+    )
+
+
+def model_settings(cfg: DictConfig, teacher: Any, teacher_cache: Any, attention: str) -> Any:
+    """-> DistillModule's ModelSettings. `teacher` is the ModelSpec of the teacher that runs
+    online (None: lam = 0, or its targets come from `teacher_cache`)."""
+    from kdlite.models import DTYPES
+    from kdlite.module import ModelSettings
+
+    return ModelSettings(
+        student=model_spec(cfg.pair.student),
+        teacher=teacher,
+        teacher_cache=teacher_cache,
+        teacher_dtype=DTYPES[cfg.trainer.teacher_dtype],
+        attention=attention,
+        activation_checkpointing=cfg.trainer.activation_checkpointing,
+        compile=cfg.trainer.compile,
+        teacher_sharding=enum_value(cfg.trainer.teacher_sharding),
+        seed=cfg.seed,
+    )
+
+
+def loss_settings(cfg: DictConfig, vocab_size: int) -> Any:
+    """-> DistillModule's LossSettings (`vocab_size`: the tokenizer's length)."""
+    from kdlite.module import LossSettings
+
+    return LossSettings(
+        lam=float(cfg.lam),
+        temperature=float(cfg.temperature),
+        loss_norm=enum_value(cfg.loss_norm),
+        vocab_size=vocab_size,
+        chunk_size=cfg.trainer.chunk_size,
+    )
+
+
+def optim_settings(cfg: DictConfig) -> Any:
+    """`optim` -> DistillModule's OptimSettings (grad_clip and the stop condition go to the Trainer)."""
+    from kdlite.module import OptimSettings
+
+    return OptimSettings(
+        lr=cfg.optim.lr,
+        weight_decay=cfg.optim.weight_decay,
+        betas=tuple(cfg.optim.betas),
+        warmup_ratio=cfg.optim.warmup_ratio,
+        fused=cfg.optim.fused,
+    )
+
+
+def trainer_arguments(cfg: DictConfig, accumulation: int) -> dict[str, Any]:
+    """`trainer`, `optim` -> lightning.Trainer's keyword arguments, all but the run's own objects
+    (callbacks, loggers, plugins, root folder; kdlite.training.build_trainer adds those)."""
+    from kdlite.callbacks import val_check_interval
+    from kdlite.parallel import strategy
+
+    t, o = cfg.trainer, cfg.optim
+    return {
+        "accelerator": t.accelerator,
+        "devices": t.devices,
+        "num_nodes": t.num_nodes,
+        "strategy": strategy(enum_value(t.strategy)),
+        "precision": t.precision,
+        "max_epochs": o.epochs,
+        "max_steps": o.max_steps,
+        "accumulate_grad_batches": accumulation,
+        "gradient_clip_val": o.grad_clip or None,
+        "val_check_interval": val_check_interval(t.val_check_interval, accumulation),
+        "check_val_every_n_epoch": 1,
+        "log_every_n_steps": t.log_every_n_steps,
+        "use_distributed_sampler": False,  # the data module's StepSampler shards by rank
+        "enable_progress_bar": t.progress_bar,
+        "enable_model_summary": False,
+        "num_sanity_val_steps": 0,
+        "deterministic": t.deterministic,
+    }
+
+
+def bootstrap_config(cfg: DictConfig, run_dir: Path) -> DictConfig:
+    """The run that trains the tiny teacher of `cfg` before it teaches (`pair.teacher.bootstrap`):
+    the teacher's spec as the student, the hard loss alone on the full trace, the pair's
+    `bootstrap` recipe, in `run_dir`, exported, no W&B."""
+    sub = OmegaConf.to_container(cfg, resolve=True)
+    assert isinstance(sub, dict)
+    b = cfg.pair.bootstrap
+    sub.update(lam=0.0, lsp=1.0, crop="left", supervise="p_cot_a", experiment=None, export=True)
+    sub["run_dir"] = str(run_dir)
+    sub["pair"]["student"] = dict(sub["pair"]["teacher"], bootstrap=False)
+    sub["pair"]["teacher"]["bootstrap"] = False
+    sub["optim"].update(lr=b.lr, epochs=b.epochs, max_steps=-1)
+    sub["batch"].update(examples_per_step=b.examples_per_step, micro_examples=b.micro_examples)
+    sub["logger"]["wandb"] = False
+    merged = OmegaConf.merge(OmegaConf.structured(TrainConfig), sub)
+    assert isinstance(merged, DictConfig)
+    return merged

@@ -1,9 +1,10 @@
 """Student -> a self-contained Hugging Face folder that `AutoModelForCausalLM` and vLLM load.
 
-bf16 safetensors, the tokenizer with its chat template, and a generation config whose EOS list
-includes `<|im_end|>`: Qwen3-*-Base checkpoints end text with `<|endoftext|>`, but a distilled
-student answers in the chat layout and must stop at the end of its turn. Sampling defaults are the
-study's evaluation protocol (temperature 0.6, top-p 0.95).
+bf16 safetensors, the tokenizer with its chat template, and a generation config whose EOS list is
+`kdlite.chat.STOP_TOKENS` (`<|im_end|>`, then `<|endoftext|>`, as in Qwen3's own generation
+config): Qwen3-*-Base checkpoints end text with `<|endoftext|>`, but a distilled student answers in
+the chat layout and must stop at the end of its turn. Sampling defaults are the study's evaluation
+protocol (temperature 0.6, top-p 0.95).
 """
 
 from __future__ import annotations
@@ -17,18 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-STOP_TOKENS = ("<|im_end|>", "<|endoftext|>")
-
-
-def stop_token_ids(tokenizer: Any) -> list[int]:
-    ids = []
-    for tok in STOP_TOKENS:
-        tid = tokenizer.convert_tokens_to_ids(tok)
-        if isinstance(tid, int) and tid >= 0 and tid != tokenizer.unk_token_id:
-            ids.append(tid)
-    if not ids:
-        raise ValueError(f"tokenizer has none of the stop tokens {STOP_TOKENS}")
-    return ids
+from kdlite.chat import stop_token_ids
 
 
 def export_student(
@@ -85,6 +75,53 @@ def _readable_like_other_files(files: Any) -> None:
     os.umask(mask)
     for file in files:
         file.chmod(0o666 & ~mask)
+
+
+def best_student_state(module: Any, trainer: Any, best_path: str) -> dict[str, torch.Tensor]:
+    """The best checkpoint's student weights (or the current ones), keyed like the HF model;
+    {} on ranks other than 0 when a best checkpoint exists (only rank 0 writes the export)."""
+    prefix = "student.lm."
+    if best_path and Path(best_path).exists():
+        if not trainer.is_global_zero:
+            return {}
+        # Memory-mapped: an 8B student's fp32 checkpoint is ~33 GB; only the pages used are read.
+        ckpt = torch.load(best_path, map_location="cpu", weights_only=True, mmap=True)
+        state = ckpt["state_dict"]
+    elif trainer.world_size > 1:  # a collective: every rank takes part
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        state = get_model_state_dict(
+            module, options=StateDictOptions(full_state_dict=True, cpu_offload=True)
+        )
+    else:
+        state = module.state_dict()
+    return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+
+
+def export_trained_student(
+    module: Any, trainer: Any, tokenizer: Any, run_dir: Path, best_path: str
+) -> tuple[Path | None, str | None]:
+    """A finished run's student -> `<run_dir>/export`. Returns the folder and which weights it
+    holds: the best checkpoint, or the final weights and why (no validation ran, so there is no
+    best.ckpt); (None, None) on ranks other than 0. Every rank calls it (see best_student_state)."""
+    from kdlite.run_files import git_revision
+
+    state = best_student_state(module, trainer, best_path)
+    if not trainer.is_global_zero:
+        return None, None
+    if best_path and Path(best_path).exists():
+        weights = "checkpoints/best.ckpt (lowest val/loss)"
+    else:
+        weights = f"final weights at step {trainer.global_step} (no validation ran: no best.ckpt)"
+    out = export_student(
+        module.student.lm,
+        tokenizer,
+        run_dir / "export",
+        state_dict=state,
+        info={"run_dir": str(run_dir), "checkpoint": weights, "git": git_revision()},
+    )
+    print(f"kdlite: exported the student to {out} from the {weights}")
+    return out, weights
 
 
 def export_initial_model(overrides: list[str], out_dir: str | Path, role: str = "student") -> Path:

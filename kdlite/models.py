@@ -103,6 +103,37 @@ class ModelSpec:
             return None
         return asset_dir(self.shape, self.init)
 
+    def location(self) -> str:
+        """What `evaluate.py model=...` loads for this model: a name, a folder, or a bare shape."""
+        return str(self.asset() or self.name or self.shape)
+
+
+def check_tokenizers(
+    tokenizer: Any, tokenizer_name: str, specs: dict[str, ModelSpec | None]
+) -> None:
+    """Refuse models (`{"student": spec, "teacher": spec or None}`) whose tokenizer's vocabulary
+    differs from `tokenizer`'s, before any compute: logit distillation compares the two models'
+    distributions id by id. Named models only: random-init shapes take the pair's tokenizer."""
+    from kdlite.data.tokenizer import load_tokenizer, vocab_fingerprint
+    from kdlite.errors import ConfigError
+
+    # The id -> token map must match; EOS may differ (Qwen3-*-Base ends with <|endoftext|>).
+    want = vocab_fingerprint(tokenizer)
+    for role, spec in specs.items():
+        if spec is None or spec.shape is not None or not spec.name:
+            continue
+        try:
+            theirs = load_tokenizer(spec.name, spec.revision)
+        except Exception as err:  # noqa: BLE001 - any failure here is a resolution failure
+            raise ModelLoadError(
+                f"cannot load the {role}'s tokenizer {spec.name!r}: {err}"
+            ) from err
+        if vocab_fingerprint(theirs) != want:
+            raise ConfigError(
+                f"the {role} {spec.name!r} uses a different tokenizer than the pair's "
+                f"({tokenizer_name!r}); logit distillation needs one shared vocabulary"
+            )
+
 
 # Weights shipped with the package for the tiny shapes (`kdlite.cli.pretrain`, `make tiny-models`).
 ASSETS = Path(__file__).parent / "assets"

@@ -169,6 +169,37 @@ def refuse_study_pair_on_cpu(cfg: Any) -> None:
         )
 
 
+def strategy(name: str) -> Any:
+    """`trainer.strategy` -> Lightning's `strategy` argument. `fsdp` is FSDP2 (per-parameter
+    sharding) over every rank: student and teacher are sharded separately by decoder layer in
+    DistillModule.configure_model; one consolidated checkpoint file written by rank 0."""
+    return FSDP2Strategy() if name == "fsdp" else name
+
+
+def _is_basic_multirun() -> bool:
+    """Running under `--multirun` with Hydra's basic (in-process) launcher."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        hc = HydraConfig.get()
+        return (
+            hc.mode == RunMode.MULTIRUN and "basic" in str(hc.launcher.get("_target_", "")).lower()
+        )
+    except ValueError:  # not running under @hydra.main (tests, library use)
+        return False
+
+
+def refuse_multirun_on_devices(world: int) -> None:
+    """ConfigError for a multi-device run inside a basic-launcher sweep."""
+    if world > 1 and _is_basic_multirun():
+        raise ConfigError(
+            "multirun with several devices on Hydra's basic launcher is refused: Lightning would "
+            "relaunch the whole sweep once per rank. Use the Slurm launcher "
+            "(`hydra/launcher=slurm`) or run the jobs one at a time."
+        )
+
+
 _SIZE_IN_NAME = re.compile(r"(\d+(?:\.\d+)?)\s*[bB](?![a-zA-Z])")
 
 

@@ -121,25 +121,13 @@ def test_export_reloads_and_generates(finished_run):
     assert torch.equal(model.model.layers[0].mlp.up_proj.weight, w.to(torch.bfloat16))
 
 
-def _build(cfg: DictConfig):
-    """The module, data module and settings train() would build, for direct inspection."""
-    captured = {}
-    real_fit = L.Trainer.fit
-
-    def fake_fit(self, module, datamodule=None, **kw):
-        captured["module"], captured["datamodule"] = module, datamodule
-        return real_fit(self, module, datamodule=datamodule, **kw)
-
-    return captured, fake_fit
-
-
-def test_teacher_frozen_student_learns(tmp_path, monkeypatch):
+def test_teacher_frozen_student_learns(tmp_path):
     cfg = make_cfg(tmp_path / "r", "optim.max_steps=3", "export=false")
-    captured, fake_fit = _build(cfg)
     snapshots = {}
 
     class Snap(L.Callback):
         def on_train_start(self, trainer, pl_module):
+            snapshots["module"] = pl_module
             snapshots["teacher"] = {k: v.clone() for k, v in pl_module.teacher.state_dict().items()}
             snapshots["student"] = {k: v.clone() for k, v in pl_module.student.state_dict().items()}
             opt_params = {id(p) for g in trainer.optimizers[0].param_groups for p in g["params"]}
@@ -150,16 +138,8 @@ def test_teacher_frozen_student_learns(tmp_path, monkeypatch):
             snapshots["teacher_training"] = pl_module.teacher.training
             snapshots["student_training"] = pl_module.student.training
 
-    orig_trainer = L.Trainer
-
-    def trainer_with_snap(*a, **kw):
-        kw["callbacks"] = [*kw.get("callbacks", []), Snap()]
-        return orig_trainer(*a, **kw)
-
-    monkeypatch.setattr(L, "Trainer", trainer_with_snap)
-    monkeypatch.setattr(orig_trainer, "fit", fake_fit)
-    training_mod.train(cfg)
-    module = captured["module"]
+    training_mod.train(cfg, callbacks=[Snap()])
+    module = snapshots["module"]
     assert snapshots["teacher_training"] is False and snapshots["student_training"] is True
     for k, v in module.teacher.state_dict().items():
         assert torch.equal(v, snapshots["teacher"][k]), k
@@ -169,6 +149,33 @@ def test_teacher_frozen_student_learns(tmp_path, monkeypatch):
         if not torch.equal(v, snapshots["student"][k])
     ]
     assert len(changed) == len(snapshots["student"])
+
+
+class Stop(Exception):
+    pass
+
+
+def test_the_trainer_takes_its_arguments_from_the_config(tmp_path):
+    """`make_trainer` receives what `lightning.Trainer` would; nothing is written before it."""
+    seen: dict = {}
+
+    def recording(**kwargs):
+        seen.update(kwargs)
+        raise Stop
+
+    run = tmp_path / "r"
+    cfg = make_cfg(run, "optim.max_steps=5", "optim.grad_clip=0", "trainer.val_check_interval=2")
+    with pytest.raises(Stop):
+        training_mod.train(cfg, make_trainer=recording, callbacks=[probe := L.Callback()])
+    assert seen["accumulate_grad_batches"] == 2  # 8 examples per step as micro-batches of 4
+    assert seen["val_check_interval"] == 4  # 2 optimizer steps, counted in micro-batches
+    assert seen["max_steps"] == 5 and seen["max_epochs"] == 1
+    assert seen["gradient_clip_val"] is None  # grad_clip=0: no clipping
+    assert seen["use_distributed_sampler"] is False and seen["num_sanity_val_steps"] == 0
+    names = [type(c).__name__ for c in seen["callbacks"]]
+    assert names[:2] == ["ModelCheckpoint", "ModelCheckpoint"] and seen["callbacks"][-1] is probe
+    assert [type(x).__name__ for x in seen["logger"]] == ["CSVLogger"]
+    assert not (run / "config.yaml").exists() and not (run / "status.json").exists()
 
 
 def test_lam_zero_never_loads_the_teacher(tmp_path, monkeypatch):
@@ -194,7 +201,7 @@ def test_lam_one_is_pure_kl(tmp_path):
     assert all(hard[s] == 0.0 and loss[s] == pytest.approx(soft[s]) and soft[s] > 0 for s in loss)
 
 
-def _first_step_grads(run_dir: Path, monkeypatch, *overrides: str) -> dict[str, torch.Tensor]:
+def _first_step_grads(run_dir: Path, *overrides: str) -> dict[str, torch.Tensor]:
     grads: dict[str, torch.Tensor] = {}
 
     class Grab(L.Callback):
@@ -203,28 +210,19 @@ def _first_step_grads(run_dir: Path, monkeypatch, *overrides: str) -> dict[str, 
                 for name, p in pl_module.student.named_parameters():
                     grads[name] = p.grad.detach().clone()
 
-    orig = L.Trainer
-
-    def with_grab(*a, **kw):
-        kw["callbacks"] = [*kw.get("callbacks", []), Grab()]
-        kw["gradient_clip_val"] = None  # compare raw gradients
-        return orig(*a, **kw)
-
-    monkeypatch.setattr(L, "Trainer", with_grab)
-    training_mod.train(make_cfg(run_dir, "optim.max_steps=1", "export=false", *overrides))
-    monkeypatch.setattr(L, "Trainer", orig)
+    # optim.grad_clip=0: compare raw gradients
+    cfg = make_cfg(run_dir, "optim.max_steps=1", "export=false", "optim.grad_clip=0", *overrides)
+    training_mod.train(cfg, callbacks=[Grab()])
     return grads
 
 
 @pytest.mark.parametrize("loss_norm", ["sequence", "token"])
-def test_step_gradient_does_not_depend_on_the_micro_batch_split(tmp_path, monkeypatch, loss_norm):
+def test_step_gradient_does_not_depend_on_the_micro_batch_split(tmp_path, loss_norm):
     # lsp=0.5 + supervise=a leaves some examples without supervised tokens: the split must still agree.
     common = [f"loss_norm={loss_norm}", "lsp=0.5", "supervise=cot_a"]
-    whole = _first_step_grads(tmp_path / "a", monkeypatch, *common, "batch.micro_examples=8")
-    split = _first_step_grads(tmp_path / "b", monkeypatch, *common, "batch.micro_examples=2")
-    packed = _first_step_grads(
-        tmp_path / "c", monkeypatch, *common, "batch.micro_examples=4", "batch.pack=true"
-    )
+    whole = _first_step_grads(tmp_path / "a", *common, "batch.micro_examples=8")
+    split = _first_step_grads(tmp_path / "b", *common, "batch.micro_examples=2")
+    packed = _first_step_grads(tmp_path / "c", *common, "batch.micro_examples=4", "batch.pack=true")
     assert whole.keys() == split.keys() == packed.keys()
     for name in whole:
         torch.testing.assert_close(split[name], whole[name], rtol=1e-4, atol=1e-6, msg=name)
@@ -236,7 +234,7 @@ class Crash(RuntimeError):
     pass
 
 
-def test_kill_and_resume_reproduces_the_uninterrupted_curve(tmp_path, monkeypatch):
+def test_kill_and_resume_reproduces_the_uninterrupted_curve(tmp_path):
     steps = ["optim.max_steps=6", "export=false", "trainer.val_check_interval=3"]
     ref_dir, run_dir = tmp_path / "ref", tmp_path / "run"
     training_mod.train(make_cfg(ref_dir, *steps))
@@ -246,16 +244,8 @@ def test_kill_and_resume_reproduces_the_uninterrupted_curve(tmp_path, monkeypatc
             if trainer.global_step == 4:  # after step 3's checkpoint, mid-epoch, mid-schedule
                 raise Crash("simulated kill")
 
-    orig = L.Trainer
-
-    def crashing(*a, **kw):
-        kw["callbacks"] = [*kw.get("callbacks", []), CrashAt()]
-        return orig(*a, **kw)
-
-    monkeypatch.setattr(L, "Trainer", crashing)
     with pytest.raises(Crash):
-        training_mod.train(make_cfg(run_dir, *steps))
-    monkeypatch.setattr(L, "Trainer", orig)
+        training_mod.train(make_cfg(run_dir, *steps), callbacks=[CrashAt()])
     training_mod.train(make_cfg(run_dir, *steps))  # the same command again resumes
 
     ref, got = curve(ref_dir, "train/loss"), curve(run_dir, "train/loss")
@@ -340,7 +330,7 @@ def test_fully_masked_batch_gives_zero_loss_not_nan(tmp_path):
 
 
 def test_multirun_with_several_devices_is_refused(tmp_path, monkeypatch):
-    monkeypatch.setattr(training_mod, "_is_multirun", lambda: True)
+    monkeypatch.setattr("kdlite.parallel._is_basic_multirun", lambda: True)
     cfg = make_cfg(tmp_path / "r", "trainer.devices=2", "batch.micro_examples=4")
     with pytest.raises(ConfigError, match="basic launcher"):
         training_mod.train(cfg)
@@ -432,3 +422,16 @@ def test_wandb_logger_works_offline(tmp_path, monkeypatch):
     offline = list((run / "wandb").glob("offline-run-*"))
     assert len(offline) == 1 and any(offline[0].rglob("*.wandb"))
     assert (run / "metrics.csv").is_file()  # CSV is always written too
+
+
+def test_training_is_the_top_of_the_library_import_graph():
+    """No library module imports kdlite.training; only programs (a module with `main()`) do."""
+    import ast
+
+    from test_structure import PKG, import_graph
+
+    importers = sorted(m for m, deps in import_graph().items() if "kdlite.training" in deps)
+    for name in importers:
+        tree = ast.parse((PKG.parent / (name.replace(".", "/") + ".py")).read_text())
+        mains = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "main"]
+        assert mains, f"{name} imports kdlite.training but is not a program (no main())"

@@ -17,7 +17,7 @@ from kdlite.callbacks import StepProgressBar, val_check_interval
 from kdlite.run_state import read_status
 
 
-def test_integer_val_check_interval_counts_optimizer_steps(tmp_path, monkeypatch):
+def test_integer_val_check_interval_counts_optimizer_steps(tmp_path):
     # accumulation 4 (8 examples per step as micro-batches of 2), interval 2: validation after
     # optimizer steps 2 and 4 only, not after every 2 micro-batches.
     assert val_check_interval(2, 4) == 8 and val_check_interval(0.5, 4) == 0.5
@@ -27,10 +27,6 @@ def test_integer_val_check_interval_counts_optimizer_steps(tmp_path, monkeypatch
         def on_validation_start(self, trainer, pl_module):
             seen.append(trainer.global_step)
 
-    orig = L.Trainer
-    monkeypatch.setattr(
-        L, "Trainer", lambda *a, **kw: orig(*a, **{**kw, "callbacks": [*kw["callbacks"], Spy()]})
-    )
     run = tmp_path / "r"
     training_mod.train(
         make_cfg(
@@ -40,7 +36,8 @@ def test_integer_val_check_interval_counts_optimizer_steps(tmp_path, monkeypatch
             "trainer.val_check_interval=2",
             "export=false",
             "trainer.checkpoint_every=10",
-        )
+        ),
+        callbacks=[Spy()],
     )
     # steps 2 and 4 by the interval, and step 5, the last, because every run ends validated
     assert seen == [2, 4, 5]
@@ -89,7 +86,7 @@ def test_training_on_continues_tokens_seen_exactly(tmp_path):
     assert all(b > a for a, b in zip(values, values[1:], strict=False))
 
 
-def test_progress_bar_total_counts_the_micro_batches_max_steps_will_do(tmp_path, monkeypatch):
+def test_progress_bar_total_counts_the_micro_batches_max_steps_will_do(tmp_path):
     totals: list[tuple[float, int]] = []
 
     class Spy(L.Callback):
@@ -97,12 +94,9 @@ def test_progress_bar_total_counts_the_micro_batches_max_steps_will_do(tmp_path,
             bar = next(c for c in trainer.callbacks if isinstance(c, StepProgressBar))
             totals.append((bar.train_progress_bar.total, bar.train_progress_bar.n))
 
-    orig = L.Trainer
-    monkeypatch.setattr(
-        L, "Trainer", lambda *a, **kw: orig(*a, **{**kw, "callbacks": [*kw["callbacks"], Spy()]})
-    )
     training_mod.train(
-        make_cfg(tmp_path / "r", "optim.max_steps=3", "export=false", "trainer.progress_bar=true")
+        make_cfg(tmp_path / "r", "optim.max_steps=3", "export=false", "trainer.progress_bar=true"),
+        callbacks=[Spy()],
     )
     # 48 examples = 6 steps x 2 micro-batches per epoch; max_steps=3 stops at 6 micro-batches
     assert totals == [(6, 6)]

@@ -38,14 +38,15 @@ from typing import Any
 
 import torch
 
+from kdlite.chat import ENDOFTEXT, IM_END, THINK
 from kdlite.data.example import Example
-from kdlite.data.render import THINK, render_text
+from kdlite.data.render import render_text
 from kdlite.data.synthetic import CUE_RE, boxed_answer
 
 POINTS = ("after_first_pass", "after_recheck", "after_think")
 CLOSING = " The answer is \\boxed{{{answer}}}."
-DEFAULT_END = "<|endoftext|>"
-TURN_END = "<|im_end|>"
+DEFAULT_END = ENDOFTEXT
+TURN_END = IM_END
 _FIRST_PASS_END = re.compile(r"has (-?\d+) [^.]* at the end\.$")
 
 

@@ -41,6 +41,7 @@ from typing import Any
 import torch
 
 from kdlite.cli._args import UsageError, arg, argv_or_sys, parse_keys
+from kdlite.chat import ENDOFTEXT
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +79,7 @@ def packed_rows(
     documents: Iterator[str], tokenizer: Any, seq_len: int, batch: int
 ) -> Iterator[torch.Tensor]:
     """[batch, seq_len] token ids: documents back to back, each followed by `<|endoftext|>`."""
-    eos = tokenizer.convert_tokens_to_ids("<|endoftext|>")
+    eos = tokenizer.convert_tokens_to_ids(ENDOFTEXT)
     need = seq_len * batch
     buffer: list[int] = []
     while True:
@@ -104,7 +105,7 @@ def direct_accuracy(model: Any, tokenizer: Any, n: int = 40, seed: int = 0) -> f
     from kdlite.data.synthetic import BOXED_RE, generate_benchmark
 
     model.eval()
-    eos = tokenizer.convert_tokens_to_ids("<|endoftext|>")
+    eos = tokenizer.convert_tokens_to_ids(ENDOFTEXT)
     correct = 0
     for item in generate_benchmark(n, seed):
         ids = tokenizer(item["problem"] + "\nSolution:", return_tensors="pt")["input_ids"]

@@ -17,6 +17,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from kdlite.chat import ENDOFTEXT
 from kdlite.cli._args import arg, argv_or_sys, parse_keys
 
 PROG = "python -m kdlite.cli.probe"
@@ -28,7 +29,7 @@ class Keys:
                            "(quote paths with commas)")  # fmt: skip
     n: int = arg(40, "held-out traces probed")
     end: str = arg(
-        "<|endoftext|>", "the end token after the closing (the tiny base's document end)"
+        ENDOFTEXT, "the end token after the closing (the tiny base's document end)"
     )
     greedy: int = arg(5, "traces whose greedy continuation is kept as a sample")
     max_new_tokens: int = arg(48, "length of those continuations")

@@ -53,11 +53,12 @@ def parse_args(argv: list[str]):
 
 def main(argv: list[str] | None = None) -> Path:
     from kdlite.analysis.traces import write_traces_report
+    from kdlite.config import data_spec
     from kdlite.data.sources import load_examples
 
     data, opts = parse_args(argv_or_sys(argv))
     data.limit = opts.limit
-    examples = load_examples(data).examples[: opts.limit]
+    examples = load_examples(data_spec(data)).examples[: opts.limit]
     name = data.name
     out = Path(opts.out or f"traces/{name}")
 

@@ -30,30 +30,13 @@ from torch.utils.data import DataLoader, Dataset
 
 from kdlite.data.example import DataError
 from kdlite.data.packing import pack, pad_collate
+from kdlite.data.spec import DataSpec
 from kdlite.data.supervision import IGNORE_INDEX, Supervised, supervise
 from kdlite.paths import cache_root
 
 log = logging.getLogger(__name__)
 
 CACHE_VERSION = "1"
-
-
-@dataclass(frozen=True)
-class DataSpec:
-    """Which rows to load and how many to keep (mirrors conf/data/*.yaml)."""
-
-    name: str
-    path: str | None = None
-    revision: str | None = None
-    hf_config: str | None = None
-    split: str = "train"
-    task_types: tuple[str, ...] | None = None
-    train_size: int = 8000
-    val_size: int = 1000
-    max_tokens: int = 4096
-    limit: int | None = None
-    synthetic_size: int = 3000
-    seed: int = 0
 
 
 @dataclass(frozen=True)

@@ -19,12 +19,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from kdlite.chat import CHAT_TOKENS, END_THINK, IM_END, IM_START, THINK
 from kdlite.data.example import COT, A, Example, P, RowRejected
 
-THINK, END_THINK = "<think>", "</think>"
 # Strings that would become control tokens if they appeared inside an example's text (any
 # tokenizer); `render` adds every control token of the tokenizer at hand (`control_tokens`).
-RESERVED = ("<|im_start|>", "<|im_end|>", "<|endoftext|>", THINK, END_THINK)
+RESERVED = CHAT_TOKENS
 
 
 @dataclass(frozen=True)
@@ -55,8 +55,8 @@ def render_text(example: Example) -> str:
     check_text(example, RESERVED)
     cot, answer = example.cot.strip("\n"), example.answer.lstrip("\n")
     return (
-        f"<|im_start|>user\n{example.prompt}<|im_end|>\n"
-        f"<|im_start|>assistant\n{THINK}\n{cot}\n{END_THINK}\n\n{answer}<|im_end|>\n"
+        f"{IM_START}user\n{example.prompt}{IM_END}\n"
+        f"{IM_START}assistant\n{THINK}\n{cot}\n{END_THINK}\n\n{answer}{IM_END}\n"
     )
 
 

@@ -27,16 +27,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kdlite.chat import CHAT_TOKENS, END_THINK, THINK
 from kdlite.data.example import DataError, Example, RowRejected, SkipCounter, make_source_id
+from kdlite.data.spec import DataSpec
 
 log = logging.getLogger(__name__)
 
 THOUGHT_TAGS = ("<|begin_of_thought|>", "<|end_of_thought|>")
 SOLUTION_TAGS = ("<|begin_of_solution|>", "<|end_of_solution|>")
-THINK_TAGS = ("<think>", "</think>")
+THINK_TAGS = (THINK, END_THINK)
 # Text that would break rendering (docs/design.md §3 splits sections at the think tokens) or the chat
-# layout if it survived inside a section.
-RESERVED_MARKERS = ("<think>", "</think>", "<|im_start|>", "<|im_end|>")
+# layout if it survived inside a section: every chat control token (`<|endoftext|>` included, which
+# rendering would otherwise reject later as `reserved_token_in_text`).
+RESERVED_MARKERS = CHAT_TOKENS
 LOCAL_SUFFIXES = (".jsonl", ".json", ".parquet")
 
 
@@ -294,21 +297,6 @@ DATASETS: dict[str, DatasetInfo] = {
 # ----------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class SourceSpec:
-    """What `load_examples` reads from its argument; any object with these attributes works."""
-
-    name: str
-    path: str | None = None
-    revision: str | None = None
-    hf_config: str | None = None
-    split: str | None = None
-    task_types: list[str] | None = None
-    limit: int | None = None
-    synthetic_size: int | None = None
-    seed: int = 0
-
-
 @dataclass
 class LoadedSource:
     """Examples of one source plus what the run manifest needs to name exactly what was read."""
@@ -323,10 +311,6 @@ class LoadedSource:
     counter: SkipCounter
     # Rows dropped on purpose (e.g. task type), by reason; not errors, so not in `counter`.
     filtered: Counter[str] = field(default_factory=Counter)
-
-
-def _spec_value(spec: Any, key: str) -> Any:
-    return getattr(spec, key, getattr(SourceSpec, key, None))
 
 
 def _check_columns(
@@ -537,14 +521,14 @@ def _open_hub(
     return _dataset_rows(ds, hub_id, hf_config, _hub_revision(ds) or revision, limit)
 
 
-def _load_synthetic(name: str, spec: Any) -> LoadedSource:
+def _load_synthetic(name: str, spec: DataSpec) -> LoadedSource:
     from kdlite.data.synthetic import generate_examples
 
-    size, limit = _spec_value(spec, "synthetic_size"), _spec_value(spec, "limit")
+    size, limit = spec.synthetic_size, spec.limit
     if size is None:
         raise DataError(f"data={name}: set data.synthetic_size (number of examples to generate)")
     n = size if limit is None else min(size, limit)
-    examples = list(generate_examples(n=n, seed=_spec_value(spec, "seed")))
+    examples = list(generate_examples(n=n, seed=spec.seed))
     counter = SkipCounter(name)
     for _ in examples:
         counter.accept()
@@ -552,7 +536,7 @@ def _load_synthetic(name: str, spec: Any) -> LoadedSource:
     return LoadedSource(name, "embedded", None, None, "embedded", digest, examples, counter)
 
 
-def source_content(spec: Any) -> dict[str, Any]:
+def source_content(spec: DataSpec) -> dict[str, Any]:
     """What the rows a spec names are, read cheaply before they are parsed: the key of caches built
     from them (the tokenised data cache), recorded in the run's manifest.
 
@@ -567,7 +551,7 @@ def source_content(spec: Any) -> dict[str, Any]:
     `resolved` is False when the content cannot be told (a Hub branch with no network and no cache
     entry): a new upstream revision could then be served from an old cache, which is logged.
     """
-    name = _spec_value(spec, "name")
+    name = spec.name
     info = DATASETS.get(name)
     if info is None:
         return {"kind": "unknown", "resolved": False}
@@ -580,7 +564,7 @@ def source_content(spec: Any) -> dict[str, Any]:
             "generator": hashlib.sha256(source).hexdigest()[:16],
             "resolved": True,
         }
-    location = _spec_value(spec, "path") or info.hub_id
+    location = spec.path or info.hub_id
     if location is None:
         return {"kind": "unknown", "resolved": False}
     local = Path(str(location)).expanduser()
@@ -600,7 +584,7 @@ def source_content(spec: Any) -> dict[str, Any]:
         }
     if _looks_local(str(location)):
         return {"kind": "local", "path": str(location), "resolved": False}  # load reports it
-    revision = _resolve_hub_revision(str(location), _spec_value(spec, "revision"))
+    revision = _resolve_hub_revision(str(location), spec.revision)
     if revision is None:
         log.warning(
             "data=%s: cannot tell which commit of %s would be read (offline, nothing cached); "
@@ -638,13 +622,14 @@ def _resolve_hub_revision(hub_id: str, revision: str | None) -> str | None:
     return sha if re.fullmatch(r"[0-9a-f]{40}", sha) else None
 
 
-def load_examples(spec: Any) -> LoadedSource:
-    """Read one source described by `spec` (see `SourceSpec`) into Examples, counting bad rows.
+def load_examples(spec: DataSpec) -> LoadedSource:
+    """Read the source `spec` names (its name, path, revision, hf_config, split, task_types, limit,
+    synthetic_size and seed; the sizes are the data module's) into Examples, counting bad rows.
 
     Raises DataError for an unknown name (before any I/O), a missing column, an unreachable Hub
     dataset, or a source where most rows are rejected.
     """
-    name = _spec_value(spec, "name")
+    name = spec.name
     if name not in DATASETS:
         raise DataError(f"unknown dataset {name!r}; valid names: {sorted(DATASETS)}")
     info = DATASETS[name]
@@ -653,11 +638,11 @@ def load_examples(spec: Any) -> LoadedSource:
         log.info("%s: %d examples (embedded corpus)", name, len(loaded.examples))
         return loaded
 
-    path, revision = _spec_value(spec, "path"), _spec_value(spec, "revision")
-    limit = _spec_value(spec, "limit")
-    split = _spec_value(spec, "split") or info.split
-    hf_config = _spec_value(spec, "hf_config") or info.hf_config
-    task_types = _spec_value(spec, "task_types")
+    path, revision = spec.path, spec.revision
+    limit = spec.limit
+    split = spec.split or info.split
+    hf_config = spec.hf_config or info.hf_config
+    task_types = spec.task_types
     if task_types is None and info.task_types is not None:
         task_types = list(info.task_types)
     need = info.columns

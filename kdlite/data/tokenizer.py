@@ -10,9 +10,9 @@ vs 322 tokens per rendered example): BPE stops at 741 learned ids because every 
 then one token. Digits are always one token each and never merged with a leading space (as in
 Qwen3), so the arithmetic is learnable.
 
-Special tokens mirror Qwen3: `<|endoftext|>` (pad), `<|im_start|>`, `<|im_end|>` (eos) are special;
-`<think>`/`</think>` are single added tokens that, as in Qwen3 (special=False there), survive
-`decode(skip_special_tokens=True)` so graders can find the answer after `</think>`.
+Special tokens mirror Qwen3 (kdlite/chat.py): `<|endoftext|>` (pad), `<|im_start|>`, `<|im_end|>`
+(eos) are special; `<think>`/`</think>` are single added tokens that, as in Qwen3 (special=False
+there), survive `decode(skip_special_tokens=True)` so graders can find the answer after `</think>`.
 
 Building takes ~1 s; the result is saved under `cache_root()/tokenizer-<version>` (version =
 TOKENIZER_VERSION + a hash of the build's and the corpus generator's source) and reloaded on later
@@ -32,20 +32,14 @@ from pathlib import Path
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
+from kdlite import chat
+from kdlite.chat import END_THINK, ENDOFTEXT, IM_END, IM_START, THINK
 from kdlite.data import synthetic
 from kdlite.paths import cache_root
 
 TOKENIZER_VERSION = "1"
 VOCAB_SIZE = 1024  # BPE cap incl. the 256 byte symbols (reached: 741); specials appended after
 CORPUS_EXAMPLES, CORPUS_SEED = 1000, 0
-
-ENDOFTEXT, IM_START, IM_END, THINK, END_THINK = (
-    "<|endoftext|>",
-    "<|im_start|>",
-    "<|im_end|>",
-    "<think>",
-    "</think>",
-)
 _MARKER = "kdlite_tokenizer.json"
 
 # Pieces before byte-level BPE: one digit; an optional space + letters; an optional space +
@@ -97,11 +91,12 @@ def corpus_text() -> list[str]:
 
 
 def cache_version() -> str:
-    """`<TOKENIZER_VERSION>-<hash of this module and the corpus generator's source>`: any edit to
-    either rebuilds the cache (~1 s) instead of risking a stale tokenizer; the fingerprint, which
-    downstream caches key on, only changes when the built tokenizer does."""
+    """`<TOKENIZER_VERSION>-<hash of the source of this module, the special tokens (kdlite/chat.py)
+    and the corpus generator>`: any edit to one of them rebuilds the cache (~1 s) instead of
+    risking a stale tokenizer; the fingerprint, which downstream caches key on, only changes when
+    the built tokenizer does."""
     h = hashlib.sha256()
-    for module in (sys.modules[__name__], synthetic):
+    for module in (sys.modules[__name__], chat, synthetic):
         h.update(Path(str(module.__file__)).read_bytes())
     return f"{TOKENIZER_VERSION}-{h.hexdigest()[:10]}"
 

@@ -26,13 +26,14 @@ from multiprocessing.connection import wait
 
 from tqdm.auto import tqdm
 
-THINK_END = "</think>"
+from kdlite.chat import END_THINK
+
 STARTUP_TIMEOUT_S = 300.0  # spawn + import sympy; minutes on a loaded 2-core box
 
 
 def strict_text(text: str) -> str | None:
-    i = text.rfind(THINK_END)
-    return None if i < 0 else text[i + len(THINK_END) :]
+    i = text.rfind(END_THINK)
+    return None if i < 0 else text[i + len(END_THINK) :]
 
 
 def _verify(gold: str, pred_text: str, timeout_s: int) -> bool:

@@ -13,9 +13,9 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from kdlite import chat
 from kdlite.eval.benchmarks import EvalError
 
-STOP_TOKENS = ("<|im_end|>", "<|endoftext|>")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
@@ -84,18 +84,12 @@ def load_eval_tokenizer(ref: ModelRef):
 
 
 def stop_token_ids(tok) -> list[int]:
-    ids = []
-    for t in STOP_TOKENS:
-        i = tok.convert_tokens_to_ids(t)
-        if isinstance(i, int) and i != tok.unk_token_id and i not in ids:
-            ids.append(i)
-    if not ids and tok.eos_token_id is not None:
-        ids.append(tok.eos_token_id)
-    if not ids:
-        raise EvalError(
-            f"tokenizer has none of {STOP_TOKENS} and no eos token: generation would never stop"
-        )
-    return ids
+    """`kdlite.chat.stop_token_ids`, the list the export writes into a student's generation
+    config; a tokenizer with no stop token at all is an EvalError before anything loads."""
+    try:
+        return chat.stop_token_ids(tok)
+    except ValueError as err:
+        raise EvalError(str(err)) from None
 
 
 def chat_prompt_ids(tok, user_text: str) -> list[int]:

@@ -11,7 +11,8 @@ import pytest
 
 from kdlite.data.example import DataError
 from kdlite.data.select import manifest_dict, select, write_manifest
-from kdlite.data.sources import SourceSpec, load_examples
+from kdlite.data.sources import load_examples
+from kdlite.data.spec import DataSpec
 
 
 @dataclass(frozen=True)
@@ -100,7 +101,7 @@ class Rendered:  # stand-in for render(): one token per character of the prompt
 
 
 def test_manifest(tmp_path, data_dir):
-    loaded = load_examples(SourceSpec("synthetic1", path=str(data_dir / "synthetic1.jsonl")))
+    loaded = load_examples(DataSpec("synthetic1", path=str(data_dir / "synthetic1.jsonl")))
     rendered = [Rendered(e) for e in loaded.examples]
     # prompts are "Solve: what is N times 3?" (25 chars; 26 for N = 11): max_tokens=26 drops one
     sel = select(rendered, max_tokens=26, train_size=2, val_size=1, seed=0)

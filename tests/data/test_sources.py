@@ -10,13 +10,13 @@ import pytest
 from kdlite.data.example import DataError, Example, RowRejected, make_source_id
 from kdlite.data.sources import (
     DATASETS,
-    SourceSpec,
     adapt_jsonl,
     adapt_nemotron,
     adapt_synthetic1,
     adapt_thought_solution,
     load_examples,
 )
+from kdlite.data.spec import DataSpec
 
 # fixture file -> (accepted row indices, rejections by reason, filtered by reason)
 EXPECTED = {
@@ -81,7 +81,7 @@ def asst(value) -> dict:
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_fixture_counts(data_dir, name):
     indices, reasons, filtered = EXPECTED[name]
-    loaded = load_examples(SourceSpec(name, path=str(data_dir / FILES[name])))
+    loaded = load_examples(DataSpec(name, path=str(data_dir / FILES[name])))
     assert [int(e.source_id.split(":")[1]) for e in loaded.examples] == indices
     assert dict(loaded.counter.reasons) == reasons
     assert dict(loaded.filtered) == filtered
@@ -94,7 +94,7 @@ def test_fixture_counts(data_dir, name):
 
 
 def test_thought_solution_example(data_dir):
-    loaded = load_examples(SourceSpec("bespoke", path=str(data_dir / "bespoke.jsonl")))
+    loaded = load_examples(DataSpec("bespoke", path=str(data_dir / "bespoke.jsonl")))
     assert loaded.examples[1] == Example(
         prompt="Return your final response within \\boxed{}. What is 12 + 13?",
         cot="Okay, 12 plus 13 is 25. Wait, let me check: 25 - 13 = 12. Yes.",
@@ -110,7 +110,7 @@ def test_thought_solution_example(data_dir):
 
 
 def test_synthetic1_example(data_dir):
-    loaded = load_examples(SourceSpec("synthetic1", path=str(data_dir / "synthetic1.jsonl")))
+    loaded = load_examples(DataSpec("synthetic1", path=str(data_dir / "synthetic1.jsonl")))
     e = loaded.examples[1]
     assert (e.prompt, e.cot, e.answer) == (
         "Solve: what is 4 times 3?",
@@ -121,7 +121,7 @@ def test_synthetic1_example(data_dir):
 
 
 def test_nemotron_drops_system_message(data_dir):
-    loaded = load_examples(SourceSpec("nemotron", path=str(data_dir / "nemotron.jsonl")))
+    loaded = load_examples(DataSpec("nemotron", path=str(data_dir / "nemotron.jsonl")))
     e = loaded.examples[0]
     assert (e.prompt, e.cot, e.answer) == (
         "Solve the following math problem. Make sure to put the answer (and only answer) inside "
@@ -132,7 +132,7 @@ def test_nemotron_drops_system_message(data_dir):
 
 
 def test_jsonl_fields_and_messages(data_dir):
-    loaded = load_examples(SourceSpec("jsonl", path=str(data_dir / "own.jsonl")))
+    loaded = load_examples(DataSpec("jsonl", path=str(data_dir / "own.jsonl")))
     got = [(e.prompt, e.cot, e.answer) for e in loaded.examples]
     assert got == [
         ("What is 6 * 7?", "6 * 7 = 42. Check: 42 / 7 = 6.", "\\boxed{42}"),
@@ -273,7 +273,7 @@ def test_unknown_dataset_lists_names_before_io(monkeypatch):
 
     monkeypatch.setattr(datasets, "load_dataset", no_io)
     with pytest.raises(DataError) as info:
-        load_examples(SourceSpec("openthought", path="/does/not/exist.jsonl"))
+        load_examples(DataSpec("openthought", path="/does/not/exist.jsonl"))
     assert str(info.value) == (
         "unknown dataset 'openthought'; valid names: ['bespoke', 'jsonl', 'nemotron', "
         "'openthoughts', 'skyt1', 'synthetic', 'synthetic1']"
@@ -283,7 +283,7 @@ def test_unknown_dataset_lists_names_before_io(monkeypatch):
 def test_missing_column_names_it_and_the_columns_found(tmp_path):
     path = write_jsonl(tmp_path / "x.jsonl", [{"system": "s", "messages": []}])
     with pytest.raises(DataError) as info:
-        load_examples(SourceSpec("openthoughts", path=str(path)))
+        load_examples(DataSpec("openthoughts", path=str(path)))
     assert "column(s) ['conversations'] not found" in str(info.value)
     assert "columns found: ['messages', 'system']" in str(info.value)
 
@@ -291,7 +291,7 @@ def test_missing_column_names_it_and_the_columns_found(tmp_path):
 def test_jsonl_missing_column_names_closest_layout(tmp_path):
     path = write_jsonl(tmp_path / "x.jsonl", [{"prompt": "p", "cot": "c", "solution": "a"}])
     with pytest.raises(DataError) as info:
-        load_examples(SourceSpec("jsonl", path=str(path)))
+        load_examples(DataSpec("jsonl", path=str(path)))
     assert "column(s) ['answer'] not found" in str(info.value)
     assert "['answer', 'cot', 'prompt'] or ['messages']" in str(info.value)
 
@@ -299,7 +299,7 @@ def test_jsonl_missing_column_names_closest_layout(tmp_path):
 def test_task_type_column_required_when_filtering(tmp_path):
     path = write_jsonl(tmp_path / "x.jsonl", [{"prompt": "p", "llm_response": "<think>c</think>a"}])
     with pytest.raises(DataError, match=r"column\(s\) \['task_type'\] not found"):
-        load_examples(SourceSpec("synthetic1", path=str(path)))
+        load_examples(DataSpec("synthetic1", path=str(path)))
 
 
 def test_majority_rejected_names_first_bad_rows(tmp_path):
@@ -311,7 +311,7 @@ def test_majority_rejected_names_first_bad_rows(tmp_path):
     ]
     path = write_jsonl(tmp_path / "x.jsonl", rows)
     with pytest.raises(DataError) as info:
-        load_examples(SourceSpec("jsonl", path=str(path)))
+        load_examples(DataSpec("jsonl", path=str(path)))
     message = str(info.value)
     assert message.startswith("jsonl: 2 of 3 rows rejected")
     assert "First bad rows: row 0: empty_cot; row 2: non_string: prompt is int" in message
@@ -319,36 +319,34 @@ def test_majority_rejected_names_first_bad_rows(tmp_path):
 
 def test_half_rejected_is_not_an_error(tmp_path):
     rows = [{"prompt": "p", "cot": "c", "answer": "a"}, {"prompt": "p", "cot": "c", "answer": ""}]
-    loaded = load_examples(SourceSpec("jsonl", path=str(write_jsonl(tmp_path / "x.jsonl", rows))))
+    loaded = load_examples(DataSpec("jsonl", path=str(write_jsonl(tmp_path / "x.jsonl", rows))))
     assert len(loaded.examples) == 1 and dict(loaded.counter.reasons) == {"empty_answer": 1}
 
 
 def test_task_types_configurable_and_filtered_rows_are_not_errors(data_dir):
     path = str(data_dir / "synthetic1.jsonl")
-    loaded = load_examples(
-        SourceSpec("synthetic1", path=path, task_types=["code_output_prediction"])
-    )
+    loaded = load_examples(DataSpec("synthetic1", path=path, task_types=["code_output_prediction"]))
     assert [e.source_id.split(":")[1] for e in loaded.examples] == ["1"]
     assert dict(loaded.filtered) == {"task_type_filtered": 10}
     assert loaded.counter.seen == 1 and loaded.counter.rejected == 0
     with pytest.raises(DataError) as info:
-        load_examples(SourceSpec("synthetic1", path=path, task_types=["svg"]))
+        load_examples(DataSpec("synthetic1", path=path, task_types=["svg"]))
     assert "task types found: {'verifiable_math': 9, 'code_output_prediction': 1, " in str(
         info.value
     )
 
 
 def test_limit_reads_the_first_rows(data_dir):
-    loaded = load_examples(SourceSpec("skyt1", path=str(data_dir / "skyt1.jsonl"), limit=3))
+    loaded = load_examples(DataSpec("skyt1", path=str(data_dir / "skyt1.jsonl"), limit=3))
     assert [e.source_id.split(":")[1] for e in loaded.examples] == ["0", "2"]
     assert dict(loaded.counter.reasons) == {"no_thought": 1}
 
 
 def test_missing_local_path_and_jsonl_without_path():
     with pytest.raises(DataError, match="local path ./nope.jsonl does not exist"):
-        load_examples(SourceSpec("bespoke", path="./nope.jsonl"))
+        load_examples(DataSpec("bespoke", path="./nope.jsonl"))
     with pytest.raises(DataError, match=r"set data.path=/path/to/file.jsonl"):
-        load_examples(SourceSpec("jsonl"))
+        load_examples(DataSpec("jsonl"))
 
 
 def test_hub_load_arguments_and_revision(monkeypatch, data_dir):
@@ -365,14 +363,14 @@ def test_hub_load_arguments_and_revision(monkeypatch, data_dir):
         return datasets.Dataset.from_list(rows[path])
 
     monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
-    loaded = load_examples(SourceSpec("nemotron", revision="v1.1"))
+    loaded = load_examples(DataSpec("nemotron", revision="v1.1"))
     assert calls == [("nvidia/Llama-Nemotron-Post-Training-Dataset", "SFT", "math", "v1.1")]
     assert loaded.location == "nvidia/Llama-Nemotron-Post-Training-Dataset"
     assert (loaded.hf_config, loaded.split, loaded.revision) == ("SFT", "math", "v1.1")
     assert [e.source_id.split(":")[1] for e in loaded.examples] == ["0", "1", "2"]
     assert loaded.fingerprint is not None
 
-    load_examples(SourceSpec("bespoke", path="someone/their-copy", split="test", hf_config="x"))
+    load_examples(DataSpec("bespoke", path="someone/their-copy", split="test", hf_config="x"))
     assert calls[-1] == ("someone/their-copy", "x", "test", None)
 
 
@@ -395,7 +393,7 @@ def test_hub_failure_says_how_to_use_a_local_copy(monkeypatch):
 
     monkeypatch.setattr(datasets, "load_dataset", offline)
     with pytest.raises(DataError) as info:
-        load_examples(SourceSpec("openthoughts"))
+        load_examples(DataSpec("openthoughts"))
     message = str(info.value)
     assert "could not load open-thoughts/OpenThoughts-114k" in message
     assert "ConnectionError: Couldn't reach the Hub (offline mode)" in message
@@ -421,14 +419,14 @@ def test_parquet_file_and_json_list(tmp_path, data_dir):
     import pyarrow.parquet as pq
 
     rows = good_rows(data_dir, "openthoughts")
-    reference = load_examples(SourceSpec("openthoughts", path=str(data_dir / "openthoughts.jsonl")))
+    reference = load_examples(DataSpec("openthoughts", path=str(data_dir / "openthoughts.jsonl")))
     pq.write_table(pa.Table.from_pylist(rows), tmp_path / "train.parquet")
-    from_parquet = load_examples(SourceSpec("openthoughts", path=str(tmp_path / "train.parquet")))
+    from_parquet = load_examples(DataSpec("openthoughts", path=str(tmp_path / "train.parquet")))
     assert triples(from_parquet) == triples(reference)
     assert [e.source_id.split(":")[1] for e in from_parquet.examples] == ["0", "1", "2", "3", "4"]
 
     (tmp_path / "rows.json").write_text(json.dumps(rows))
-    from_json = load_examples(SourceSpec("openthoughts", path=str(tmp_path / "rows.json")))
+    from_json = load_examples(DataSpec("openthoughts", path=str(tmp_path / "rows.json")))
     assert triples(from_json) == triples(reference)
 
 
@@ -440,7 +438,7 @@ def test_parquet_missing_column_fails_before_rows(tmp_path):
         pa.Table.from_pylist([{"problem": "p", "solution": "s"}]), tmp_path / "a.parquet"
     )
     with pytest.raises(DataError, match=r"columns found: \['problem', 'solution'\]"):
-        load_examples(SourceSpec("nemotron", path=str(tmp_path)))
+        load_examples(DataSpec("nemotron", path=str(tmp_path)))
 
 
 def test_folder_of_files_keeps_global_row_index(tmp_path, data_dir):
@@ -450,7 +448,7 @@ def test_folder_of_files_keeps_global_row_index(tmp_path, data_dir):
     write_jsonl(folder / "part-0.jsonl", rows[:2])
     write_jsonl(folder / "part-1.jsonl", rows[2:])
     (folder / "notes.txt").write_text("ignored")
-    loaded = load_examples(SourceSpec("skyt1", path=str(folder)))
+    loaded = load_examples(DataSpec("skyt1", path=str(folder)))
     assert [e.source_id.split(":")[1] for e in loaded.examples] == ["0", "1", "2", "3", "4"]
     assert triples(loaded)[2][0] == "Return your final response within \\boxed{}. What is 24 + 25?"
 
@@ -460,7 +458,7 @@ def test_save_to_disk_dataset_and_dict(tmp_path, data_dir):
 
     rows = good_rows(data_dir, "synthetic1")
     datasets.Dataset.from_list(rows).save_to_disk(str(tmp_path / "ds"))
-    loaded = load_examples(SourceSpec("synthetic1", path=str(tmp_path / "ds")))
+    loaded = load_examples(DataSpec("synthetic1", path=str(tmp_path / "ds")))
     assert len(loaded.examples) == 5 and loaded.fingerprint is not None
     assert triples(loaded)[0] == (
         "Solve: what is 1 times 3?",
@@ -472,11 +470,11 @@ def test_save_to_disk_dataset_and_dict(tmp_path, data_dir):
         {"train": datasets.Dataset.from_list(rows[:2]), "math": datasets.Dataset.from_list(rows)}
     )
     dd.save_to_disk(str(tmp_path / "dd"))
-    assert len(load_examples(SourceSpec("synthetic1", path=str(tmp_path / "dd"))).examples) == 2
-    math = load_examples(SourceSpec("synthetic1", path=str(tmp_path / "dd"), split="math"))
+    assert len(load_examples(DataSpec("synthetic1", path=str(tmp_path / "dd"))).examples) == 2
+    math = load_examples(DataSpec("synthetic1", path=str(tmp_path / "dd"), split="math"))
     assert len(math.examples) == 5
     with pytest.raises(DataError, match=r"no split 'val'; splits found: \['math', 'train'\]"):
-        load_examples(SourceSpec("synthetic1", path=str(tmp_path / "dd"), split="val"))
+        load_examples(DataSpec("synthetic1", path=str(tmp_path / "dd"), split="val"))
 
 
 def test_dataset_table_matches_the_study():
@@ -500,22 +498,42 @@ def test_dataset_table_matches_the_study():
 
 def test_synthetic_source():
     generate_examples = pytest.importorskip("kdlite.data.synthetic").generate_examples
-    loaded = load_examples(SourceSpec("synthetic", synthetic_size=6, seed=3))
+    loaded = load_examples(DataSpec("synthetic", synthetic_size=6, seed=3))
     assert len(loaded.examples) == 6 and loaded.counter.seen == 6
     assert loaded.location == "embedded" and loaded.revision == "embedded"
     assert loaded.examples == generate_examples(n=6, seed=3)
-    capped = load_examples(SourceSpec("synthetic", synthetic_size=6, seed=3, limit=4))
+    capped = load_examples(DataSpec("synthetic", synthetic_size=6, seed=3, limit=4))
     assert capped.examples == generate_examples(n=4, seed=3)
     with pytest.raises(DataError, match="synthetic_size"):
-        load_examples(SourceSpec("synthetic"))
+        load_examples(DataSpec("synthetic"))
 
 
 def test_accepts_the_composed_data_config(data_dir):
     from omegaconf import OmegaConf
 
+    from kdlite.config import data_spec
+
     conf = Path(__file__).resolve().parents[2] / "conf" / "data"
     cfg = OmegaConf.load(conf / "synthetic1.yaml")
     cfg.path = str(data_dir / "synthetic1.jsonl")
-    OmegaConf.set_struct(cfg, True)
-    loaded = load_examples(cfg)
+    spec = data_spec(cfg)
+    assert isinstance(spec, DataSpec) and spec.task_types == ["verifiable_math"]
+    loaded = load_examples(spec)
     assert len(loaded.examples) == 5 and dict(loaded.filtered) == {"task_type_filtered": 2}
+
+
+def test_the_data_config_has_one_shape():
+    """The YAML schema is DataSpec: a composed config's `data` node converts to one, and a key
+    DataSpec lacks is refused by name."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import ConfigKeyError
+
+    from kdlite.config import compose_train, data_spec
+
+    composed = compose_train(["data=synthetic1", "data.train_size=7"])
+    assert OmegaConf.get_type(composed.data) is DataSpec
+    spec = data_spec(composed.data)
+    assert isinstance(spec, DataSpec) and (spec.name, spec.train_size) == ("synthetic1", 7)
+    assert spec.task_types == ["verifiable_math"] and spec.split == "train"
+    with pytest.raises(ConfigKeyError, match="pathh"):
+        data_spec(OmegaConf.create({"name": "jsonl", "pathh": "rows.jsonl"}))

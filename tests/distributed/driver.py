@@ -118,16 +118,16 @@ def audit_opens(run_dir: str, record: list[str]) -> None:
     sys.addaudithook(hook)
     # The metrics set-aside/merge of a resume is rank 0's alone: record any call elsewhere, also
     # one that found nothing to move (a lost race on a shared file system is timing-dependent).
-    import kdlite.training as training
+    import kdlite.run_files as run_files
 
     for name in ("set_aside_metrics", "merge_metrics"):
-        original = getattr(training, name)
+        original = getattr(run_files, name)
 
         def recorder(*args: Any, _name: str = name, _original: Any = original, **kw: Any) -> Any:
             record.append(f"called {_name}")
             return _original(*args, **kw)
 
-        setattr(training, name, recorder)
+        setattr(run_files, name, recorder)
 
 
 def main() -> None:

@@ -11,7 +11,7 @@ from reliability_helpers import make_cfg, own_row, write_jsonl
 import kdlite.training as training_mod
 from kdlite.data.datamodule import DataSpec, DistillDataModule, Knobs
 from kdlite.data.example import DataError
-from kdlite.data.sources import SourceSpec, load_examples, source_content
+from kdlite.data.sources import load_examples, source_content
 from kdlite.data.tokenizer import TokenizerNotFoundError, load_tokenizer
 from kdlite.models import ModelLoadError
 
@@ -22,10 +22,10 @@ def test_json_array_in_a_jsonl_file_says_so(tmp_path, indent):
     path = tmp_path / "rows.jsonl"
     path.write_text(json.dumps([own_row(i) for i in range(1, 5)], indent=indent) + "\n")
     with pytest.raises(DataError, match=r"holds one JSON array.*rows\.json.*\.json file"):
-        load_examples(SourceSpec("jsonl", path=str(path)))
+        load_examples(DataSpec("jsonl", path=str(path)))
     # ... and the advice works: the same bytes as .json load.
     path.rename(tmp_path / "rows.json")
-    assert len(load_examples(SourceSpec("jsonl", path=str(tmp_path / "rows.json"))).examples) == 4
+    assert len(load_examples(DataSpec("jsonl", path=str(tmp_path / "rows.json"))).examples) == 4
 
 
 def test_truncated_parquet_file_is_named(tmp_path):
@@ -41,7 +41,7 @@ def test_truncated_parquet_file_is_named(tmp_path):
     cut = folder / "part-1.parquet"
     cut.write_bytes(cut.read_bytes()[: cut.stat().st_size // 2])
     with pytest.raises(DataError, match=r"part-1\.parquet: not a readable Parquet file"):
-        load_examples(SourceSpec("jsonl", path=str(folder)))
+        load_examples(DataSpec("jsonl", path=str(folder)))
 
 
 def _module(path, tokenizer) -> DistillDataModule:
@@ -82,15 +82,15 @@ def test_data_file_edited_in_place_is_never_served_from_the_old_cache(tmp_path, 
 
 def test_source_content_tells_hub_revisions_and_embedded_apart(monkeypatch):
     sha = "a" * 40
-    pinned = source_content(SourceSpec("bespoke", revision=sha))
+    pinned = source_content(DataSpec("bespoke", revision=sha))
     assert pinned == {"kind": "hub", "id": "bespokelabs/Bespoke-Stratos-17k",
                       "revision": sha, "resolved": True}  # fmt: skip
-    other = source_content(SourceSpec("bespoke", revision="b" * 40))
+    other = source_content(DataSpec("bespoke", revision="b" * 40))
     assert other != pinned
     # offline with nothing cached: unresolved, and said so
-    branch = source_content(SourceSpec("bespoke", path="org/not-cached-anywhere"))
+    branch = source_content(DataSpec("bespoke", path="org/not-cached-anywhere"))
     assert branch["resolved"] is False and branch["revision"] is None
-    assert source_content(SourceSpec("synthetic"))["kind"] == "embedded"
+    assert source_content(DataSpec("synthetic"))["kind"] == "embedded"
 
 
 def test_hub_branch_resolves_to_the_cached_commit(tmp_path, monkeypatch):
@@ -101,9 +101,9 @@ def test_hub_branch_resolves_to_the_cached_commit(tmp_path, monkeypatch):
     refs = tmp_path / "datasets--org--name" / "refs"
     refs.mkdir(parents=True)
     (refs / "main").write_text("c" * 40)
-    assert source_content(SourceSpec("jsonl", path="org/name"))["revision"] == "c" * 40
+    assert source_content(DataSpec("jsonl", path="org/name"))["revision"] == "c" * 40
     (refs / "main").write_text("d" * 40)  # the cache moved to a new commit: a new key
-    assert source_content(SourceSpec("jsonl", path="org/name"))["revision"] == "d" * 40
+    assert source_content(DataSpec("jsonl", path="org/name"))["revision"] == "d" * 40
 
 
 def test_tokenizer_folder_without_a_tokenizer_says_so(tmp_path):

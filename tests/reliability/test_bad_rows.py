@@ -12,7 +12,8 @@ from reliability_helpers import DATA_FIXTURES, FIXTURES, own_row, write_jsonl
 from kdlite.data.example import DataError, Example, RowRejected
 from kdlite.data.render import control_tokens, render
 from kdlite.data.select import select
-from kdlite.data.sources import SourceSpec, load_examples
+from kdlite.data.sources import load_examples
+from kdlite.data.spec import DataSpec
 
 # One good row per layout, from the layout fixtures (their row 0 is accepted).
 LAYOUTS = {
@@ -57,21 +58,21 @@ def test_non_utf8_byte_and_lone_surrogate_are_counted_bad_encoding(tmp_path, nam
     raw = json.dumps(_with_text(good, name, " BYTE")).encode().replace(b"BYTE", b"\xff")
     path = tmp_path / "rows.jsonl"
     path.write_bytes(b"\n".join([rows[0], raw, rows[1], surrogate.encode(), *rows[2:]]) + b"\n")
-    loaded = load_examples(SourceSpec(name, path=str(path)))
+    loaded = load_examples(DataSpec(name, path=str(path)))
     assert dict(loaded.counter.reasons) == {"bad_encoding": 2}
     assert [int(e.source_id.split(":")[1]) for e in loaded.examples] == [0, 2, 4, 5]
     assert "not valid UTF-8" in " ".join(msg for _, msg in loaded.counter.first_bad)
 
 
 def test_bad_encoding_fixture_and_json_array_file(tmp_path):
-    loaded = load_examples(SourceSpec("jsonl", path=str(FIXTURES / "bad_encoding.jsonl")))
+    loaded = load_examples(DataSpec("jsonl", path=str(FIXTURES / "bad_encoding.jsonl")))
     assert dict(loaded.counter.reasons) == {"bad_encoding": 2}
     assert [int(e.source_id.split(":")[1]) for e in loaded.examples] == [0, 2, 4, 5]
     # The same bytes in a .json file holding one list of rows: counted the same way.
     array = tmp_path / "rows.json"
     lines = (FIXTURES / "bad_encoding.jsonl").read_bytes().strip().split(b"\n")
     array.write_bytes(b"[" + b",\n".join(lines) + b"]")
-    loaded = load_examples(SourceSpec("jsonl", path=str(array)))
+    loaded = load_examples(DataSpec("jsonl", path=str(array)))
     assert dict(loaded.counter.reasons) == {"bad_encoding": 2} and len(loaded.examples) == 4
 
 
@@ -131,7 +132,7 @@ def test_control_tokens_counted_in_the_manifest(tmp_path, embedded_tokenizer):
 def test_prompt_as_a_list_of_messages_is_read(name, file):
     """Before: counted `non_string` (the prompt was a list): a revision that switched to message
     lists lost every row."""
-    loaded = load_examples(SourceSpec(name, path=str(FIXTURES / file)))
+    loaded = load_examples(DataSpec(name, path=str(FIXTURES / file)))
     assert [int(e.source_id.split(":")[1]) for e in loaded.examples] == [0, 1, 2]
     assert dict(loaded.counter.reasons) == {"wrong_roles": 1}
     assert loaded.examples[1].prompt.startswith("What is 2 ")  # the system turn is dropped
@@ -139,7 +140,7 @@ def test_prompt_as_a_list_of_messages_is_read(name, file):
 
 def test_extra_columns_of_a_newer_revision_are_ignored():
     loaded = load_examples(
-        SourceSpec("synthetic1", path=str(FIXTURES / "synthetic1_extra_columns.jsonl"))
+        DataSpec("synthetic1", path=str(FIXTURES / "synthetic1_extra_columns.jsonl"))
     )
     assert len(loaded.examples) == 4 and not loaded.counter.rejected
 
@@ -149,14 +150,14 @@ def test_renamed_fields_between_revisions_are_named(tmp_path):
     Hub-style saved dataset (schema known before any row is read)."""
     path = FIXTURES / "openthoughts_renamed.jsonl"
     with pytest.raises(DataError, match=r"\['conversations'\] not found.*'messages'"):
-        load_examples(SourceSpec("openthoughts", path=str(path)))
+        load_examples(DataSpec("openthoughts", path=str(path)))
     import datasets
 
     rows = [json.loads(line) for line in path.read_text().splitlines()]
     saved = tmp_path / "hub_copy"
     datasets.Dataset.from_list(rows).save_to_disk(str(saved))
     with pytest.raises(DataError, match=r"\['conversations'\] not found.*'messages'"):
-        load_examples(SourceSpec("openthoughts", path=str(saved)))
+        load_examples(DataSpec("openthoughts", path=str(saved)))
 
 
 def test_100k_token_row_is_counted_too_long_not_a_crash(tmp_path, embedded_tokenizer):
@@ -223,6 +224,6 @@ def test_row_level_reasons_are_exact_for_a_users_file(tmp_path):
     lines += [json.dumps(r) for r in good[3:]]
     path = tmp_path / "mixed.jsonl"
     path.write_text("\n".join(lines) + "\n")
-    loaded = load_examples(SourceSpec("jsonl", path=str(path)))
+    loaded = load_examples(DataSpec("jsonl", path=str(path)))
     assert dict(loaded.counter.reasons) == {"bad_json": 1, "not_an_object": 1, "non_string": 1}
     assert len(loaded.examples) == 7
