@@ -298,6 +298,8 @@ def train(cfg: DictConfig, *, callbacks: Sequence[Any] = ()) -> RunResult:
             loss_norm=_enum(cfg.loss_norm),
             vocab_size=len(tokenizer),
             chunk_size=cfg.trainer.chunk_size,
+            divergence=_enum(cfg.loss.divergence),
+            jsd_beta=float(cfg.loss.jsd_beta),
         ),
         OptimSettings(
             lr=cfg.optim.lr,
