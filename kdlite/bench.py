@@ -625,7 +625,8 @@ def main(argv: list[str] | None = None) -> list[Result]:
         sys.exit("--mode gpu needs a CUDA device")
     device = torch.device("cuda" if s.mode == "gpu" else "cpu")
     if args.divergences:
-        return divergence_main(s, args.lam, device, None if args.no_append else Path(args.out))
+        out = None if args.no_append else Path(args.out)
+        return divergence_main(s, args.lam, device, out, sys.argv[1:] if argv is None else argv)
     peak = matmul_peak(device)
     results = run(s, args.variants, lam=args.lam, device=device)
     text = markdown(s, results, peak, machine_info(device))
@@ -713,10 +714,12 @@ def divergence_markdown(
     return "\n".join([*lines, ""])
 
 
-def divergence_main(s: Setup, lam: float, device: torch.device, out: Path | None) -> list[Result]:
+def divergence_main(
+    s: Setup, lam: float, device: torch.device, out: Path | None, argv: Sequence[str]
+) -> list[Result]:
     """`--divergences`: time, print the table, append it to `out` (None: print only)."""
     results = run_divergences(s, lam, device)
-    command = "python -m kdlite.bench " + " ".join(sys.argv[1:])
+    command = "python -m kdlite.bench " + " ".join(argv)
     text = divergence_markdown(s, lam, results, machine_info(device), command)
     print(text)
     if out is not None:

@@ -324,3 +324,22 @@ def test_first_step_gradient_does_not_depend_on_the_micro_batch_split(
     for name in whole:
         torch.testing.assert_close(split[name], whole[name], rtol=1e-4, atol=1e-6, msg=name)
     assert any(g.abs().sum() > 0 for g in whole.values())
+
+
+def test_bench_times_every_divergence_against_the_forward_kl(tmp_path, monkeypatch):
+    from dataclasses import replace
+
+    from kdlite import bench
+
+    tiny = replace(
+        bench.setup_for("cpu"), vocab_rows=256, vocab_size=250, seq_lens=(24,), packed=(2, 12),
+        steps=1, warmup=0,
+    )  # fmt: skip
+    monkeypatch.setattr(bench, "setup_for", lambda mode: tiny)
+    out = tmp_path / "BENCHMARKS.md"
+    results = bench.main(["--divergences", "--out", str(out)])
+    assert sorted({r.variant for r in results}) == sorted(DIVERGENCES)
+    assert len(results) == 3 * len(DIVERGENCES) and all(r.times_s[0] > 0 for r in results)
+    text = out.read_text()
+    assert "--divergences" in text and "| 1 × 24 | forward_kl |" in text
+    assert text.count("| 2 × 12 packed |") == len(DIVERGENCES)
