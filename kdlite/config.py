@@ -41,6 +41,15 @@ class LossNorm(str, Enum):
     token = "token"
 
 
+class Divergence(str, Enum):
+    """`loss.divergence`: D(teacher, student) of the KD term (docs/divergences.md)."""
+
+    forward_kl = "forward_kl"  # KL(teacher ‖ student): the study's
+    reverse_kl = "reverse_kl"  # KL(student ‖ teacher)
+    jsd = "jsd"  # TRL GKD's generalized JSD with β = loss.jsd_beta (0: forward KL, 1: reverse)
+    tv = "tv"  # total variation ½·Σ|p − q|
+
+
 class Attention(str, Enum):
     auto = "auto"
     sdpa = "sdpa"
@@ -117,6 +126,15 @@ class BatchConfig:
 
 
 @dataclass
+class LossConfig:
+    """What the KD term measures; lam, temperature and loss_norm stay top-level keys (the study's
+    grids and run names use them)."""
+
+    divergence: Divergence = Divergence.forward_kl
+    jsd_beta: float = 0.5  # read with divergence=jsd only
+
+
+@dataclass
 class TrainerConfig:
     # "auto" (conf/trainer/auto.yaml, the default): kdlite.parallel picks cpu / gpu / fsdp from the
     # machine and fills every key below that is still "auto"; an explicit preset sets them all.
@@ -168,6 +186,7 @@ class TrainConfig:
     lam: float = 0.5
     temperature: float = 1.0
     loss_norm: LossNorm = LossNorm.sequence
+    loss: LossConfig = field(default_factory=LossConfig)
     teacher: TeacherSource = TeacherSource.online
     teacher_cache_k: int = 64  # top-k log-probs per position in the cache (teacher=cache)
     seed: int = 0
@@ -260,6 +279,7 @@ def _numbers(cfg: DictConfig | TrainConfig) -> list[str]:
         "lsp": cfg.lsp,
         "lam": cfg.lam,
         "temperature": cfg.temperature,
+        "loss.jsd_beta": cfg.loss.jsd_beta,
         "optim.lr": cfg.optim.lr,
         "optim.weight_decay": cfg.optim.weight_decay,
         "optim.warmup_ratio": cfg.optim.warmup_ratio,
@@ -275,6 +295,7 @@ def _numbers(cfg: DictConfig | TrainConfig) -> list[str]:
         ("lsp", 0.0 < float(cfg.lsp) <= 1.0, "must be in (0, 1]"),
         ("lam", 0.0 <= float(cfg.lam) <= 1.0, "must be in [0, 1]"),
         ("temperature", float(cfg.temperature) > 0, "must be > 0"),
+        ("loss.jsd_beta", 0.0 <= float(cfg.loss.jsd_beta) <= 1.0, "must be in [0, 1]"),
         ("optim.lr", float(o.lr) > 0, "must be > 0"),
         ("pair.bootstrap.lr", float(cfg.pair.bootstrap.lr) > 0, "must be > 0"),
         ("optim.weight_decay", float(o.weight_decay) >= 0, "must be >= 0"),
@@ -537,6 +558,8 @@ def loss_settings(cfg: DictConfig, vocab_size: int) -> Any:
         loss_norm=enum_value(cfg.loss_norm),
         vocab_size=vocab_size,
         chunk_size=cfg.trainer.chunk_size,
+        divergence=enum_value(cfg.loss.divergence),
+        jsd_beta=float(cfg.loss.jsd_beta),
     )
 
 

@@ -1,13 +1,28 @@
 """KD + CE loss of a student against a frozen teacher, as weighted sums over supervised positions.
 
     loss = Σ_t w_t · (lam · kl_t + (1 − lam) · ce_t),   soft = Σ_t w_t · kl_t,   hard = Σ_t w_t · ce_t
-    kl_t = τ² · KL(p_T^τ ‖ p_S^τ)  (forward KL, fp32 log-softmax),   ce_t = −log p_S(label_t) at τ = 1
-    soft_ce = Σ_t w_t · xent_t,   xent_t = −τ² · Σ_v p_T^τ(v) · log p_S^τ(v) = kl_t + τ² · H(p_T^τ)
+    kl_t = τ² · D(p_T^τ, p_S^τ)  (fp32 log-softmax),   ce_t = −log p_S(label_t) at τ = 1
+    soft_ce = Σ_t w_t · xent_t,   xent_t = −τ² · Σ_v p_T^τ(v) · log p_S^τ(v)
 
-KL is what is optimised; `soft_ce`, the cross-entropy against the teacher's distribution, is
-reported beside it because the study's code logged it as its soft loss (docs/mini-replication.md).
-Its gradient w.r.t. the student is the KL's, but it does not go to 0 as the student matches the
-teacher, so relative gaps between runs stay of the size the paper's Tables 7-11 show.
+D is the `divergence` (docs/divergences.md), p = p_T^τ the teacher's and q = p_S^τ the student's
+distribution at temperature τ:
+    forward_kl (the default, the study's):  KL(p ‖ q) = Σ p·(log p − log q)
+    reverse_kl:                             KL(q ‖ p) = Σ q·(log q − log p)
+    jsd (TRL GKD's generalized JSD, β = `jsd_beta`): β·KL(p ‖ m) + (1 − β)·KL(q ‖ m),
+        m = β·p + (1 − β)·q for 0 < β < 1; β = 0 is the forward KL, β = 1 the reverse KL
+        (TRL's GKDConfig: "beta 0.0: KL divergence, 1.0: inverse KL"). In between the value is
+        β·KL(p ‖ q) + O(β²) near 0 and (1 − β)·KL(q ‖ p) + O((1 − β)²) near 1: the end points are
+        the KLs by definition, not by continuity.
+    tv:                                     ½ Σ |p − q|
+Every D is scaled by τ², as the forward KL always was: d(τ²·D)/dz = τ·dD/du with u = z/τ, so the
+gradient's size does not shrink as 1/τ² when τ grows (Hinton et al.'s convention).
+
+`soft` is the optimised divergence. `soft_ce`, the cross-entropy against the teacher's
+distribution, is the same quantity whatever the divergence: the study's logged soft loss
+(docs/mini-replication.md), reported because it compares runs on one yardstick. Only for the
+forward KL is it `soft` + τ²·H(p_T^τ) (same gradient as the KL, but it does not go to 0 as the
+student matches the teacher, so relative gaps stay of the size the paper's Tables 7-11 show); for
+the other divergences it is not what is optimised and `soft_ce − soft` means nothing.
 
 `token_weights` turns a loss normalisation (`sequence` or `token`, docs/design.md §5) into per-token weights
 `w_t` built from the *global* counts of the optimizer step, so that summing the loss of the
@@ -39,6 +54,7 @@ the flattened batch, C positions in one chunk.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -49,30 +65,66 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 __all__ = [
+    "DIVERGENCES",
     "IGNORE_INDEX",
     "LOSS_NORMS",
     "LossParts",
     "distill_loss_chunked",
     "distill_loss_chunked_cached",
     "distill_loss_reference",
+    "needs_full_teacher",
+    "resolve_divergence",
     "token_weights",
 ]
 
 IGNORE_INDEX = -100
 LOSS_NORMS = ("sequence", "token")
+DIVERGENCES = ("forward_kl", "reverse_kl", "jsd", "tv")
 
 
 @dataclass
 class LossParts:
     loss: Tensor  # scalar fp32, differentiable
-    soft: Tensor  # scalar fp32, detached: Σ w·kl (0 when lam = 0)
+    soft: Tensor  # scalar fp32, detached: Σ w·kl, kl the τ²-scaled divergence (0 when lam = 0)
     hard: Tensor  # scalar fp32, detached: Σ w·ce (0 when lam = 1)
-    soft_ce: Tensor  # scalar fp32, detached: Σ w·xent = soft + Σ w·τ²·H(p_T^τ) (0 when lam = 0)
+    soft_ce: Tensor  # scalar fp32, detached: Σ w·xent, the teacher cross-entropy (0 when lam = 0)
+    divergence: str = "forward_kl"  # what `soft` measures (`jsd` at β = 0 / 1 is stored resolved)
 
     @property
     def teacher_entropy(self) -> Tensor:
-        """Σ w·τ²·H(p_T^τ): what separates the logged soft cross-entropy from the KL."""
+        """Σ w·τ²·H(p_T^τ): what separates the logged soft cross-entropy from the forward KL.
+
+        Only the forward KL is `soft_ce` minus the teacher's entropy; for another divergence the
+        difference means nothing, so it is refused rather than returned.
+        """
+        if self.divergence != "forward_kl":
+            raise ValueError(
+                f"teacher_entropy = soft_ce − soft holds for the forward KL only, not {self.divergence}"
+            )
         return self.soft_ce - self.soft
+
+
+def resolve_divergence(divergence: str, jsd_beta: float = 0.5) -> tuple[str, float]:
+    """(kind, β) actually computed: `jsd` at β = 0 is `forward_kl`, at β = 1 `reverse_kl` (TRL's
+    end points); refuses an unknown name or a β outside [0, 1] (NaN included)."""
+    if divergence not in DIVERGENCES:
+        raise ValueError(f"divergence must be one of {DIVERGENCES}, got {divergence!r}")
+    beta = float(jsd_beta)
+    if not 0.0 <= beta <= 1.0:
+        raise ValueError(f"jsd_beta must be in [0, 1], got {jsd_beta}")
+    if divergence == "jsd" and beta == 0.0:
+        return "forward_kl", beta
+    if divergence == "jsd" and beta == 1.0:
+        return "reverse_kl", beta
+    return divergence, beta
+
+
+def needs_full_teacher(divergence: str, jsd_beta: float = 0.5) -> bool:
+    """True for the divergences a top-k + rest teacher cache cannot approximate (reverse KL, and
+    `jsd` at β = 1, which is it): their coarsening misses r_S·KL(q_rest ‖ p_rest), weighted by the
+    *student's* mass outside the top k and blind to the teacher's shape there, so the error does
+    not shrink with the teacher's rest mass (docs/divergences.md). Exact only with k = |V|."""
+    return resolve_divergence(divergence, jsd_beta)[0] == "reverse_kl"
 
 
 def token_weights(
@@ -166,9 +218,12 @@ def distill_loss_reference(
     lam: float,
     temperature: float = 1.0,
     vocab_size: int | None = None,
+    divergence: str = "forward_kl",
+    jsd_beta: float = 0.5,
 ) -> LossParts:
     """The specification: the loss from full logits of both models, every position at once."""
     _check_common(lam, temperature, labels_BT, weights_BT)
+    kind, beta = resolve_divergence(divergence, jsd_beta)
     teacher_BTV = teacher_logits_BTV if lam > 0 else None  # lam = 0: never read
     if lam > 0 and teacher_BTV is None:
         raise ValueError("lam > 0 needs the teacher's logits")
@@ -182,7 +237,7 @@ def distill_loss_reference(
         tau = temperature
         logq_BTV = F.log_softmax(student_logits_BTV[..., :V].float() / tau, dim=-1)
         logp_BTV = F.log_softmax(teacher_BTV[..., :V].float().detach() / tau, dim=-1)
-        soft_BT = tau**2 * (logp_BTV.exp() * (logp_BTV - logq_BTV)).sum(-1)
+        soft_BT = tau**2 * _divergence_reference(logp_BTV, logq_BTV, kind, beta)
         xent_BT = -(tau**2) * (logp_BTV.exp() * logq_BTV.detach()).sum(-1)
 
     hard_BT = zero
@@ -196,7 +251,24 @@ def distill_loss_reference(
     hard = (w_BT * hard_BT).sum()
     loss = lam * soft + (1 - lam) * hard
     soft_ce = (w_BT * xent_BT).sum().detach()
-    return LossParts(loss=loss, soft=soft.detach(), hard=hard.detach(), soft_ce=soft_ce)
+    return LossParts(
+        loss=loss, soft=soft.detach(), hard=hard.detach(), soft_ce=soft_ce, divergence=kind
+    )
+
+
+def _divergence_reference(logp_XV: Tensor, logq_XV: Tensor, kind: str, beta: float) -> Tensor:
+    """D(p, q) per row from log-probs, written as the definitions; autograd differentiates it."""
+    if kind == "forward_kl":
+        return (logp_XV.exp() * (logp_XV - logq_XV)).sum(-1)
+    p_XV, q_XV = logp_XV.exp(), logq_XV.exp()
+    if kind == "reverse_kl":
+        return (q_XV * (logq_XV - logp_XV)).sum(-1)
+    if kind == "jsd":  # log m = log(β·p + (1 − β)·q), as a log-sum-exp (no underflow to log 0)
+        logm_XV = torch.logaddexp(logp_XV + math.log(beta), logq_XV + math.log1p(-beta))
+        kl_pm = (p_XV * (logp_XV - logm_XV)).sum(-1)
+        kl_qm = (q_XV * (logq_XV - logm_XV)).sum(-1)
+        return beta * kl_pm + (1 - beta) * kl_qm
+    return 0.5 * (q_XV - p_XV).abs().sum(-1)  # tv
 
 
 def _chunk_terms(
@@ -206,13 +278,16 @@ def _chunk_terms(
     labels_C: Tensor,
     lam: float,
     tau: float,
+    div: tuple[str, float] = ("forward_kl", 0.0),
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Unweighted kl_C, ce_C, dℓ_C/dz_CV of ℓ = lam·kl + (1 − lam)·ce, and xent_C, all fp32.
 
-    `teacher` is (hidden_CH, head_VH) of the teacher, given exactly when lam > 0.
+    `teacher` is (hidden_CH, head_VH) of the teacher, given exactly when lam > 0. `div` is the
+    resolved (divergence, β) of `resolve_divergence`; kl_C is that divergence times τ².
 
     Logits are matmuls in the hidden dtype (bf16 in training), upcast to fp32. Buffers are
-    reused in place: at most four fp32 [C, V] tensors are alive at once.
+    reused in place: at most four fp32 [C, V] tensors are alive at once for the forward KL, five
+    for the generalized JSD.
     """
     z_CV = (hidden_CH @ head_VH.T).float()
     kl_C = ce_C = xent_C = z_CV.new_zeros(z_CV.shape[0])
@@ -229,12 +304,19 @@ def _chunk_terms(
         del zt_CV
         logq_CV = F.log_softmax(z_CV if tau == 1 else z_CV.div_(tau), dim=-1)
         del z_CV
-        diff_CV = logp_CV - logq_CV
-        p_CV = logp_CV.exp_()
-        kl_C = diff_CV.mul_(p_CV).sum(-1).mul_(tau**2)
-        del diff_CV
-        xent_C = _neg_dot(p_CV, logq_CV).mul_(tau**2)
-        soft_CV = logq_CV.exp_().sub_(p_CV).mul_(lam * tau)
+        if div[0] == "forward_kl":
+            diff_CV = logp_CV - logq_CV
+            p_CV = logp_CV.exp_()
+            kl_C = diff_CV.mul_(p_CV).sum(-1).mul_(tau**2)
+            del diff_CV
+            xent_C = _neg_dot(p_CV, logq_CV).mul_(tau**2)
+            soft_CV = logq_CV.exp_().sub_(p_CV).mul_(lam * tau)
+        else:  # d τ²·D / dz = τ·q·a (see `_divergence_terms`)
+            d_C, xent_C, a_CV, q_CV = _divergence_terms(logp_CV, logq_CV, *div)
+            del logp_CV, logq_CV
+            kl_C, xent_C = d_C.mul_(tau**2), xent_C.mul_(tau**2)
+            soft_CV = a_CV.mul_(q_CV).mul_(lam * tau)
+            del q_CV
         grad_CV = soft_CV if grad_CV is None else grad_CV.add_(soft_CV)
     assert grad_CV is not None
     return kl_C, ce_C, grad_CV, xent_C
@@ -243,6 +325,59 @@ def _chunk_terms(
 def _neg_dot(p_CV: Tensor, logq_CV: Tensor) -> Tensor:
     """−Σ_v p·log q per row, as a batched matmul: no [C, V] temporary."""
     return -(p_CV[:, None, :] @ logq_CV[:, :, None]).reshape(-1)
+
+
+def _dot(a_CV: Tensor, b_CV: Tensor) -> Tensor:
+    """Σ_v a·b per row, as a batched matmul: no [C, V] temporary."""
+    return (a_CV[:, None, :] @ b_CV[:, :, None]).reshape(-1)
+
+
+def _divergence_terms(
+    logp_XV: Tensor, logq_XV: Tensor, kind: str, beta: float
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """(D_X, xent_X, a_XV, q_XV) of the reverse KL, generalized JSD or TV between the rows of
+    p = exp(logp) and q = exp(logq), with dD/du = q·a for q = softmax(u) (no τ factors here).
+
+    Through the softmax, dD/du_j = q_j·(g_j − Σ_v q_v·g_v), g = ∂D/∂q; `a` is the bracket, so no
+    term divides by q (which underflows to 0) and the same `a` serves the top-k cache's buckets:
+        reverse_kl  g = log q − log p + 1          a = log q − log p − D
+        jsd         g = (1 − β)·(log q − log m)    a = (1 − β)·(log q − log m − KL(q ‖ m))
+        tv          g = ½·sign(q − p)              a = ½·(sign(q − p) − Σ q·sign(q − p))
+    (the JSD's p-side terms cancel: ∂/∂q_v of β·KL(p ‖ m) + (1 − β)·KL(q ‖ m) leaves
+    (1 − β)·(log q_v − log m_v)). sign(0) = 0: TV's subgradient at a tie, as autograd's |x|.
+    xent = −Σ p·log q. p need not sum to 1 (cached buckets: fp16-stored log-probs).
+    Consumes logp_XV and logq_XV: they are overwritten in place.
+    """
+    if kind == "reverse_kl":
+        p_XV = logp_XV.exp()
+        xent_X = _neg_dot(p_XV, logq_XV)
+        del p_XV
+        q_XV = logq_XV.exp()
+        a_XV = logq_XV.sub_(logp_XV)
+        d_X = _dot(q_XV, a_XV)
+        return d_X, xent_X, a_XV.sub_(d_X[:, None]), q_XV
+    if kind == "jsd":
+        logm_XV = logp_XV.add(math.log(beta))
+        torch.logaddexp(logm_XV, logq_XV.add(math.log1p(-beta)), out=logm_XV)
+        p_XV = logp_XV.exp()
+        xent_X = _neg_dot(p_XV, logq_XV)
+        kl_pm_X = _dot(p_XV, logp_XV.sub_(logm_XV))
+        del p_XV
+        q_XV = logq_XV.exp()
+        a_XV = logq_XV.sub_(logm_XV)
+        del logm_XV
+        kl_qm_X = _dot(q_XV, a_XV)
+        d_X = beta * kl_pm_X + (1 - beta) * kl_qm_X
+        return d_X, xent_X, a_XV.sub_(kl_qm_X[:, None]).mul_(1 - beta), q_XV
+    if kind != "tv":
+        raise ValueError(f"no chunk terms for divergence {kind!r}")
+    p_XV = logp_XV.exp_()
+    xent_X = _neg_dot(p_XV, logq_XV)
+    q_XV = logq_XV.exp_()
+    diff_XV = p_XV.neg_().add_(q_XV)  # q − p
+    d_X = 0.5 * diff_XV.abs().sum(-1)
+    sign_XV = diff_XV.sign_()
+    return d_X, xent_X, sign_XV.sub_(_dot(q_XV, sign_XV)[:, None]).mul_(0.5), q_XV
 
 
 def _gather_supervised(
@@ -343,6 +478,7 @@ class _ChunkedDistillLoss(torch.autograd.Function):
         chunk_size: int,
         need_hidden_grad: bool,
         need_head_grad: bool,
+        div: tuple[str, float],
     ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         teacher_head_used_VH = None
         if teacher_hidden_NH is not None and teacher_head_VH is not None:
@@ -352,7 +488,7 @@ class _ChunkedDistillLoss(torch.autograd.Function):
             teacher = None
             if teacher_hidden_NH is not None and teacher_head_used_VH is not None:
                 teacher = (teacher_hidden_NH[rows], teacher_head_used_VH)
-            return _chunk_terms(h_CH, head_used_VH, teacher, labels_N[rows], lam, tau)
+            return _chunk_terms(h_CH, head_used_VH, teacher, labels_N[rows], lam, tau, div)
 
         return _chunk_loop(
             ctx, hidden_NH, head_VH, w_N, lam, vocab_size, chunk_size,
@@ -362,7 +498,7 @@ class _ChunkedDistillLoss(torch.autograd.Function):
     @staticmethod
     @once_differentiable  # the stored gradients are constants: no double backward
     def backward(ctx, grad_loss: Tensor, _grad_soft: Tensor, _grad_hard: Tensor, _grad_ce: Tensor):
-        return (*_scaled_saved_grads(ctx, grad_loss), *([None] * 10))
+        return (*_scaled_saved_grads(ctx, grad_loss), *([None] * 12))
 
 
 def distill_loss_chunked(
@@ -377,14 +513,18 @@ def distill_loss_chunked(
     temperature: float = 1.0,
     vocab_size: int | None = None,
     chunk_size: int = 1024,
+    divergence: str = "forward_kl",
+    jsd_beta: float = 0.5,
 ) -> LossParts:
     """The fast path: same value and gradients as `distill_loss_reference` on the projected logits.
 
     Gradients flow to `student_hidden_BTH` and `student_head_VH` (a tied embedding included);
     the teacher's tensors never get gradients. With no supervised position the loss is a zero that
     still depends on both student inputs, so backward runs and leaves zero gradients.
+    `divergence` / `jsd_beta` choose D as in the module docstring, for every chunk.
     """
     _check_common(lam, temperature, labels_BT, weights_BT)
+    div = resolve_divergence(divergence, jsd_beta)
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     teacher: tuple[Tensor, Tensor] | None = None  # lam = 0: never read
@@ -423,8 +563,9 @@ def distill_loss_chunked(
         int(chunk_size),
         grad_on and hidden_NH.requires_grad,
         grad_on and student_head_VH.requires_grad,
+        div,
     )
-    return LossParts(loss=loss, soft=soft, hard=hard, soft_ce=soft_ce)
+    return LossParts(loss=loss, soft=soft, hard=hard, soft_ce=soft_ce, divergence=div[0])
 
 
 # ---- teacher logit cache: the KD term from stored top-k log-probs -------------------------------
@@ -445,6 +586,17 @@ def distill_loss_chunked(
 # rounding):  dkl/dz_j = τ·(q_j·P − p_T(j)) for j ∈ K,  τ·q_j·(P − r_T/r_S) for j ∉ K.
 # Temperature is exact only when the cache was built at the same τ (it stores log softmax(z_T/τ));
 # the cache records its τ and the reader refuses a mismatch.
+#
+# The other divergences are computed the same way, on the (k + 1)-bucket coarsenings P (teacher)
+# and Q (student, Q_rest = r_S): D(P, Q) ≤ D(p, q) for every f-divergence (data processing), with
+# equality at k = |V|. Gradient: dD/dz_j = τ·q_j·a_b(j), a the bucket factor of
+# `_divergence_terms` and b(j) the bucket of id j (itself for j ∈ K, "rest" otherwise). What the
+# coarsening drops (docs/divergences.md):
+#   forward_kl  r_T·KL(p_rest ‖ q_rest): weighted by the teacher's rest mass
+#   jsd, β < 1  at most of order r_T·log(r_S / r_T): vanishes with the teacher's rest mass
+#   tv          at most min(r_T, r_S)
+#   reverse_kl  r_S·KL(q_rest ‖ p_rest): weighted by the student's rest mass and blind to the
+#               teacher's shape inside the rest bucket; refused unless k = |V| (`needs_full_teacher`)
 
 
 def _cached_chunk_terms(
@@ -454,9 +606,10 @@ def _cached_chunk_terms(
     labels_C: Tensor,
     lam: float,
     tau: float,
+    div: tuple[str, float] = ("forward_kl", 0.0),
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Unweighted kl_C, ce_C, dℓ_C/dz_CV and xent_C for cached teacher terms (ids_CK, logp_CK,
-    rest_C).
+    rest_C); kl_C is the resolved divergence `div` of the (k + 1)-bucket coarsening, times τ².
 
     At τ = 1 one log-softmax serves both the KD and the CE term (the online path computes two).
     At most three fp32 [C, V] buffers are alive at once.
@@ -481,6 +634,28 @@ def _cached_chunk_terms(
     logq_CV = logq1_CV if shared else F.log_softmax(z_CV.div_(tau), dim=-1)
     assert logq_CV is not None
     del z_CV
+    # ℓ = lam·kl + (1 − lam)·ce: at τ = 1 (shared) the CE's q1 term is folded into the factor of q
+    ce_share = (1 - lam) if shared else 0.0
+    if div[0] == "forward_kl":
+        kl_C, xent_C, grad_CV = _cached_forward_kl(logq_CV, cached, lam, tau, ce_share)
+    else:
+        kl_C, xent_C, grad_CV = _cached_divergence(logq_CV, cached, lam, tau, ce_share, div)
+    if lam < 1:
+        if shared:
+            grad_CV[rows_C, labels_C] -= 1 - lam
+        else:
+            assert logq1_CV is not None
+            ce_grad_CV = logq1_CV.exp_()
+            ce_grad_CV[rows_C, labels_C] -= 1.0
+            grad_CV.add_(ce_grad_CV, alpha=1 - lam)
+    return kl_C, ce_C, grad_CV, xent_C
+
+
+def _cached_forward_kl(
+    logq_CV: Tensor, cached: tuple[Tensor, Tensor, Tensor], lam: float, tau: float, ce_share: float
+) -> tuple[Tensor, Tensor, Tensor]:
+    """τ²·KL of the buckets, its soft cross-entropy, and lam·dkl/dz + ce_share·q (in logq_CV)."""
+    ids_CK, logp_CK, rest_C = cached
     logq_CK = logq_CV.gather(1, ids_CK)
     log_rest_s_C = logq_CV.scatter(1, ids_CK, float("-inf")).logsumexp(1)
     p_CK = logp_CK.exp()
@@ -492,23 +667,39 @@ def _cached_chunk_terms(
     xent_C = -((p_CK * logq_CK).sum(1) + xent_rest_C) * tau**2
     ratio_C = torch.where(has_rest_C, (rest_C - log_rest_s_C).exp(), 0.0)
     mass_C = p_CK.sum(1) + rest_t_C
-    # ℓ = lam·kl + (1 − lam)·ce; dℓ/dz = lam·τ·(…) above, plus (1 − lam)·(q1 − onehot)
-    a_C = lam * tau * mass_C + ((1 - lam) if shared else 0.0)
+    a_C = lam * tau * mass_C + ce_share
     b_C = lam * tau * ratio_C
     q_CV = logq_CV.exp_()  # in place: at τ = 1 this is also q1
     grad_CV = q_CV
     q_CK = logq_CK.exp()
     grad_CV.mul_((a_C - b_C)[:, None])
     grad_CV.scatter_(1, ids_CK, q_CK * a_C[:, None] - lam * tau * p_CK)
-    if lam < 1:
-        if shared:
-            grad_CV[rows_C, labels_C] -= 1 - lam
-        else:
-            assert logq1_CV is not None
-            ce_grad_CV = logq1_CV.exp_()
-            ce_grad_CV[rows_C, labels_C] -= 1.0
-            grad_CV.add_(ce_grad_CV, alpha=1 - lam)
-    return kl_C, ce_C, grad_CV, xent_C
+    return kl_C, xent_C, grad_CV
+
+
+def _cached_divergence(
+    logq_CV: Tensor,
+    cached: tuple[Tensor, Tensor, Tensor],
+    lam: float,
+    tau: float,
+    ce_share: float,
+    div: tuple[str, float],
+) -> tuple[Tensor, Tensor, Tensor]:
+    """As `_cached_forward_kl` for the other divergences, through `_divergence_terms` on the
+    [C, k + 1] bucket log-probs. An empty bucket (the rest at k = |V|, log mass −inf) is floored
+    to the smallest fp32 on both sides: its mass is 0 and every 0·log term stays 0, not NaN."""
+    ids_CK, logp_CK, rest_C = cached
+    logq_CK = logq_CV.gather(1, ids_CK)
+    log_rest_s_C = logq_CV.scatter(1, ids_CK, float("-inf")).logsumexp(1)
+    floor = torch.finfo(torch.float32).min
+    logp_CB = torch.cat([logp_CK, rest_C[:, None]], 1).clamp_(min=floor)
+    logq_CB = torch.cat([logq_CK, log_rest_s_C[:, None]], 1).clamp_(min=floor)
+    d_C, xent_C, a_CB, _ = _divergence_terms(logp_CB, logq_CB, *div)
+    factor_CB = a_CB.mul_(lam * tau).add_(ce_share)
+    q_CK = logq_CK.exp()
+    grad_CV = logq_CV.exp_().mul_(factor_CB[:, -1:])  # ids outside K: q_j·a_rest
+    grad_CV.scatter_(1, ids_CK, q_CK * factor_CB[:, :-1])
+    return d_C * tau**2, xent_C * tau**2, grad_CV
 
 
 class _CachedDistillLoss(torch.autograd.Function):
@@ -530,13 +721,14 @@ class _CachedDistillLoss(torch.autograd.Function):
         chunk_size: int,
         need_hidden_grad: bool,
         need_head_grad: bool,
+        div: tuple[str, float],
     ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
 
         def terms(rows: slice, h_CH: Tensor, head_used_VH: Tensor):
             cached = None
             if ids_NK is not None and logp_NK is not None and rest_N is not None:
                 cached = (ids_NK[rows], logp_NK[rows], rest_N[rows])
-            return _cached_chunk_terms(h_CH, head_used_VH, cached, labels_N[rows], lam, tau)
+            return _cached_chunk_terms(h_CH, head_used_VH, cached, labels_N[rows], lam, tau, div)
 
         return _chunk_loop(
             ctx, hidden_NH, head_VH, w_N, lam, vocab_size, chunk_size,
@@ -546,7 +738,7 @@ class _CachedDistillLoss(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_loss: Tensor, _grad_soft: Tensor, _grad_hard: Tensor, _grad_ce: Tensor):
-        return (*_scaled_saved_grads(ctx, grad_loss), *([None] * 11))
+        return (*_scaled_saved_grads(ctx, grad_loss), *([None] * 12))
 
 
 def distill_loss_chunked_cached(
@@ -562,16 +754,21 @@ def distill_loss_chunked_cached(
     temperature: float = 1.0,
     vocab_size: int | None = None,
     chunk_size: int = 1024,
+    divergence: str = "forward_kl",
+    jsd_beta: float = 0.5,
 ) -> LossParts:
     """`distill_loss_chunked` with the teacher read from a top-k cache instead of its hidden states.
 
     `topk_logprobs_BTK` / `rest_logmass_BT` are the teacher's log softmax(z_T/τ) at the ids
     `topk_ids_BTK` and the log of the remaining mass, at the same τ as `temperature`. With k = V
-    (rest = −inf) the value and gradients equal `distill_loss_chunked`'s; with k < V the KD term is
-    the KL of the (k + 1)-bucket coarsening (see the comment above). CE, weights, `lam` and
-    `vocab_size` behave exactly as in `distill_loss_chunked`.
+    (rest = −inf) the value and gradients equal `distill_loss_chunked`'s, for every divergence;
+    with k < V the KD term is the divergence of the (k + 1)-bucket coarsening (see the comment
+    above), a lower bound of the full one, and the reverse KL (`jsd` at β = 1 included) is refused
+    (`needs_full_teacher`). CE, weights, `lam` and `vocab_size` behave exactly as in
+    `distill_loss_chunked`; `soft_ce` is the buckets' teacher cross-entropy.
     """
     _check_common(lam, temperature, labels_BT, weights_BT)
+    div = resolve_divergence(divergence, jsd_beta)
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     if student_hidden_BTH.shape[:-1] != labels_BT.shape:
@@ -598,6 +795,12 @@ def distill_loss_chunked_cached(
                 f"match labels {tuple(labels_BT.shape)} (+ a k axis)"
             )
         K = topk_ids_BTK.shape[-1]
+        if K < V and needs_full_teacher(*div):
+            raise ValueError(
+                f"divergence={divergence} (jsd_beta={jsd_beta}) needs the teacher's whole "
+                f"distribution: a top-k cache with k={K} < vocab_size={V} cannot approximate it "
+                "(docs/divergences.md)"
+            )
         ids_NK = topk_ids_BTK.reshape(-1, K)[keep_N].long()
         if ids_NK.numel() and bool(((ids_NK < 0) | (ids_NK >= V)).any()):
             raise ValueError(f"a cached teacher id is outside [0, {V})")
@@ -618,5 +821,6 @@ def distill_loss_chunked_cached(
         int(chunk_size),
         grad_on and hidden_NH.requires_grad,
         grad_on and student_head_VH.requires_grad,
+        div,
     )
-    return LossParts(loss=loss, soft=soft, hard=hard, soft_ce=soft_ce)
+    return LossParts(loss=loss, soft=soft, hard=hard, soft_ce=soft_ce, divergence=div[0])

@@ -1,7 +1,8 @@
 """`DistillModule`: the Lightning adapter around kdlite's math.
 
 One training step = teacher forward (frozen, eval, no grad; skipped when lam = 0) + student
-forward + `distill_loss_chunked` on the last hidden states. Nothing here computes a loss itself.
+forward + `distill_loss_chunked` on the last hidden states, with the divergence of `LossSettings`.
+Nothing here computes a loss itself.
 
 Normalisation is exact across micro-batches and devices: every batch carries the global counts of
 its optimizer step (`step_examples`, `step_tokens`, computed by the data module, which decides what
@@ -38,6 +39,8 @@ class LossSettings:
     loss_norm: str
     vocab_size: int  # the tokenizer's length: both models' logits are cut to it
     chunk_size: int = 1024
+    divergence: str = "forward_kl"  # kdlite.losses.DIVERGENCES (docs/divergences.md)
+    jsd_beta: float = 0.5  # divergence=jsd only
 
 
 @dataclass(frozen=True)
@@ -191,6 +194,8 @@ class DistillModule(L.LightningModule):
             "temperature": ls.temperature,
             "vocab_size": ls.vocab_size,
             "chunk_size": ls.chunk_size,
+            "divergence": ls.divergence,
+            "jsd_beta": ls.jsd_beta,
         }
         cache = self.models.teacher_cache
         if ls.lam > 0 and cache is not None:  # teacher targets read from disk
@@ -252,7 +257,9 @@ class DistillModule(L.LightningModule):
             "train/loss": float(sums[0]),
             "train/soft": float(sums[1]),
             "train/hard": float(sums[2]),
-            "train/soft_ce": float(sums[3]),  # KL + teacher entropy: the study's logged soft loss
+            # the teacher cross-entropy, the study's logged soft loss (= KL + teacher entropy for
+            # the forward KL; the same yardstick whatever loss.divergence trains)
+            "train/soft_ce": float(sums[3]),
             "train/tokens_per_s": float(tokens) / max(elapsed, 1e-9),
             "train/tokens_seen": self._global_tokens,
             "lr": float(self.trainer.optimizers[0].param_groups[0]["lr"]),

@@ -14,8 +14,11 @@ Why it is exact up to top-k: a causal teacher's logits at position t depend on t
 the full row's positions 0..n−1 are exactly what the teacher computes for a left crop of n tokens,
 whatever the supervision mask. A right crop starts the teacher's context mid-row, so its logits
 differ; the reader refuses any segment that is not a prefix of its cached row. The KD term built
-from the cache (`kdlite.losses.distill_loss_chunked_cached`) is the KL of the (k + 1)-bucket
-coarsening (k ids + "rest"); measured errors against the exact KL are in BENCHMARKS.md.
+from the cache (`kdlite.losses.distill_loss_chunked_cached`) is the run's divergence of the
+(k + 1)-bucket coarsening (k ids + "rest"); measured errors against the exact KL are in
+BENCHMARKS.md. The reverse KL (`loss.divergence=reverse_kl`, or `jsd` at β = 1) cannot be
+approximated from a top-k cache and is refused unless k covers the vocabulary
+(`divergence_refusal`, docs/divergences.md).
 
 Layout: `<folder>/manifest.json` (spec = teacher fingerprint, data key, k, τ, vocabulary, dtypes;
 the shard list with rows, tokens and bytes of each; bytes/token; source_id -> [shard, start,
@@ -721,13 +724,42 @@ def open_for_run(
     return cache
 
 
+def divergence_refusal(cfg: DictConfig, vocab_size: int) -> str:
+    """Why a top-k cache cannot serve this run's `loss.divergence` ('' when it can).
+
+    The forward KL, the generalized JSD with β < 1 and TV of the (k + 1)-bucket coarsening lose a
+    term that vanishes with the teacher's mass outside the top k; the reverse KL loses
+    r_S·KL(q_rest ‖ p_rest), which the student's rest mass weighs and the cache cannot see
+    (`kdlite.losses.needs_full_teacher`). Exact, so allowed, when k covers the vocabulary.
+    """
+    from kdlite.losses import needs_full_teacher
+
+    divergence = str(getattr(cfg.loss.divergence, "value", cfg.loss.divergence))
+    beta = float(cfg.loss.jsd_beta)
+    k = int(cfg.teacher_cache_k)
+    if k >= vocab_size or not needs_full_teacher(divergence, beta):
+        return ""
+    which = f"loss.divergence={divergence}" + (
+        f" loss.jsd_beta={beta}" if divergence == "jsd" else ""
+    )
+    return (
+        f"{which} is the reverse KL, which a top-k teacher cache cannot approximate "
+        f"(teacher_cache_k={k} < {vocab_size} vocabulary ids): it misses r_S·KL(q_rest ‖ p_rest), "
+        "the student's mass outside the teacher's top k weighed by a teacher shape the cache does "
+        "not store (docs/divergences.md). Use teacher=online, teacher_cache_k >= the vocabulary, "
+        "or loss.divergence=forward_kl|tv|jsd with loss.jsd_beta < 1"
+    )
+
+
 def select_for_run(cfg: DictConfig, tokenizer: Any, datamodule: Any) -> TeacherCache | None:
     """The teacher source of a run with `teacher=cache|auto`: the cache, or None (online).
 
     `cache`: the cache is required; anything it cannot serve exactly (up to top-k) is refused by
-    `open_for_run`. `auto`, for sweeps: the cache where one is complete, matches the run and can
-    serve its crop (left crops, or lsp = 1), otherwise the online teacher (right crops, no cache
-    yet, a partial or stale one). One log line (rank 0) says which, and why not the cache.
+    `open_for_run`, a divergence it cannot approximate by `divergence_refusal` (ConfigError).
+    `auto`, for sweeps: the cache where one is complete, matches the run and can serve its crop
+    (left crops, or lsp = 1) and divergence, otherwise the online teacher (right crops, the reverse
+    KL, no cache yet, a partial or stale one). One log line (rank 0) says which, and why not the
+    cache.
     """
     from kdlite.parallel import launch_rank
 
@@ -735,9 +767,16 @@ def select_for_run(cfg: DictConfig, tokenizer: Any, datamodule: Any) -> TeacherC
     mode = str(getattr(cfg.teacher, "value", cfg.teacher))
     crop = str(getattr(cfg.crop, "value", cfg.crop))
     cache: TeacherCache | None = None
+    refusal = divergence_refusal(cfg, len(tokenizer))
     if mode == "cache":
+        if refusal:
+            from kdlite.errors import ConfigError
+
+            raise ConfigError(f"teacher=cache: {refusal}")
         cache = open_for_run(cfg, tokenizer, datamodule, k=k)
         why = ""
+    elif refusal:
+        why = refusal
     elif crop == "right" and float(cfg.lsp) < 1.0:
         why = f"crop=right at lsp={cfg.lsp}: the cache serves left crops only"
     else:

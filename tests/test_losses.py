@@ -340,9 +340,10 @@ def packed_step(seed: int):
     return labels_BT, segment_ids_BT
 
 
+@pytest.mark.parametrize("divergence", ["forward_kl", "reverse_kl", "jsd", "tv"])
 @pytest.mark.parametrize("loss_norm", ["sequence", "token"])
 @pytest.mark.parametrize("path", ["reference", "chunked"])
-def test_split_into_micro_batches_adds_up(loss_norm, path):
+def test_split_into_micro_batches_adds_up(loss_norm, path, divergence):
     labels_BT, segment_ids_BT = packed_step(12)
     step_tokens = int((labels_BT != IGNORE_INDEX).sum())
     supervised_BT = labels_BT != IGNORE_INDEX
@@ -363,7 +364,7 @@ def test_split_into_micro_batches_adds_up(loss_norm, path):
         w_BT = token_weights(
             labels_BT[rows], segment_ids_BT[rows], loss_norm, step_examples, step_tokens
         )
-        kw = {"lam": 0.5, "temperature": 1.5, "vocab_size": V}
+        kw = {"lam": 0.5, "temperature": 1.5, "vocab_size": V, "divergence": divergence}
         if path == "reference":
             s_BTV, t_BTV = hidden[rows] @ head.T, teacher_hidden[rows] @ teacher_head.T
             return distill_loss_reference(s_BTV, t_BTV, labels_BT[rows], w_BT, **kw).loss

@@ -214,7 +214,9 @@ def naive_step(teacher, student, opt, s: Setup, lam: float, device) -> StepFn:
     return step
 
 
-def bare_step(teacher, student, opt, s: Setup, lam: float, device, cache=None) -> StepFn:
+def bare_step(
+    teacher, student, opt, s: Setup, lam: float, device, cache=None, **loss_options: Any
+) -> StepFn:
     t_lm, s_lm = HiddenLM(teacher), HiddenLM(student)
 
     def step(micro_batches: list[dict[str, Any]]) -> None:
@@ -226,14 +228,14 @@ def bare_step(teacher, student, opt, s: Setup, lam: float, device, cache=None) -
                     topk_ids, topk_logp, rest = cache.lookup(batch, device=device)
                     parts = distill_loss_chunked_cached(
                         hidden, s_lm.head_weight, topk_ids, topk_logp, rest, labels, w,
-                        lam=lam, vocab_size=s.vocab_size,
+                        lam=lam, vocab_size=s.vocab_size, **loss_options,
                     )  # fmt: skip
                 else:
                     with torch.no_grad():
                         t_hidden = t_lm(ids, pos, mask)
                     parts = distill_loss_chunked(
                         hidden, s_lm.head_weight, t_hidden, t_lm.head_weight, labels, w,
-                        lam=lam, vocab_size=s.vocab_size,
+                        lam=lam, vocab_size=s.vocab_size, **loss_options,
                     )  # fmt: skip
             parts.loss.backward()
             del hidden, parts
@@ -584,8 +586,9 @@ LSP_ONLY = ("pair", "lsp", "seq_len", "batch", "seed", "vocab", "device", "dtype
 
 @dataclass
 class Keys:
-    kind: str = arg("step", "step: training step vs the naive baseline; lsp: one step per LSP",
-                    choices=("step", "lsp"))  # fmt: skip
+    kind: str = arg("step", "step: training step vs the naive baseline; lsp: one step per LSP; "
+                    "divergences: each loss.divergence's step vs the forward KL",
+                    choices=("step", "lsp", "divergences"))  # fmt: skip
     steps: int | None = arg(None, "timed steps per measurement (null: per mode; lsp: 3)")
     warmup: int | None = arg(None, "untimed steps first (null: per mode; lsp: 1)")
     lam: float = arg(0.5, "the loss's KD weight")
@@ -614,16 +617,16 @@ def main(argv: list[str] | None = None) -> list[Result] | Path:
     """The step benchmark's results, or the compute profile's Markdown file (kind=lsp)."""
     words = argv_or_sys(argv)
     args = parse_keys(Keys, words, prog=PROG, doc=__doc__)
-    other = LSP_ONLY if args.kind == "step" else STEP_ONLY
+    other = STEP_ONLY if args.kind == "lsp" else LSP_ONLY
     given = [w for w in words if w.partition("=")[0] in other]
     if given:
         raise UsageError(PROG, f"{', '.join(given)}: not a key of kind={args.kind} (see --help)")
     if args.kind == "lsp":
         return profile(args)
-    return bench_step(args)
+    return bench_step(args, words)
 
 
-def bench_step(args: Keys) -> list[Result]:
+def bench_step(args: Keys, words: Sequence[str] = ()) -> list[Result]:
     s = setup_for(args.mode)
     changes: dict[str, Any] = {}
     if args.seq_lens:
@@ -647,6 +650,9 @@ def bench_step(args: Keys) -> list[Result]:
     if s.mode == "gpu" and not torch.cuda.is_available():
         sys.exit("mode=gpu needs a CUDA device")
     device = torch.device("cuda" if s.mode == "gpu" else "cpu")
+    if args.kind == "divergences":
+        out = Path(args.out or "BENCHMARKS.md") if args.append else None
+        return divergence_main(s, args.lam, device, out, words)
     peak = matmul_peak(device)
     results = run(s, args.variants, lam=args.lam, device=device)
     text = markdown(s, results, peak, machine_info(device))
@@ -702,6 +708,91 @@ def profile(args: Keys) -> Path:
     print(table)
     print(f"wrote {out / 'profile.md'} and {out / 'profile.png'}")
     return out / "profile.md"
+
+
+# ---- loss.divergence: each divergence's step against the forward KL (docs/divergences.md) ------
+DIVERGENCE_RUNS = (("forward_kl", 0.5), ("reverse_kl", 0.5), ("jsd", 0.5), ("tv", 0.5))
+
+
+def run_divergences(s: Setup, lam: float, device: torch.device) -> list[tuple[Result, list[float]]]:
+    """The `bare` step (online teacher, chunked loss) once per divergence: same models, batches and
+    process, the divergences interleaved step by step so that a machine whose load drifts slows
+    them alike. Each Result (variant = the divergence) comes with its steps' process CPU seconds
+    (all threads): on shared cores the wall time counts waiting, the CPU time only the work."""
+    teacher, student = build_models(s, device)
+    out = []
+    for w in workloads(s):
+        steps = {
+            name: bare_step(
+                teacher, student, _optimizer(student, device), s, lam, device,
+                divergence=name, jsd_beta=beta,
+            )
+            for name, beta in DIVERGENCE_RUNS
+        }  # fmt: skip
+        for _ in range(s.warmup):
+            for step in steps.values():
+                step(w.micro_batches)
+        timed: dict[str, tuple[Result, list[float]]] = {
+            name: (Result(w.name, name, w.tokens), []) for name in steps
+        }
+        for _ in range(s.steps):
+            for name, step in steps.items():
+                _sync(device)
+                t0, c0 = time.perf_counter(), time.process_time()
+                step(w.micro_batches)
+                _sync(device)
+                timed[name][0].times_s.append(time.perf_counter() - t0)
+                timed[name][1].append(time.process_time() - c0)
+        for r, cpu in timed.values():
+            print(_line(r), f" cpu p50 {statistics.median(cpu) * 1e3:.1f} ms", file=sys.stderr)
+            out.append((r, cpu))
+        del steps
+        student.zero_grad(set_to_none=True)
+        gc.collect()
+    return out
+
+
+def divergence_markdown(
+    s: Setup, lam: float, results: list[tuple[Result, list[float]]], machine: str, command: str
+) -> str:
+    now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    lines = [
+        f"## {now} — loss.divergence: each divergence's training step vs the forward KL",
+        "",
+        f"Command: `{command}`. Machine: {machine}.",
+        f"The `bare` step (online teacher, `distill_loss_chunked`, AdamW) of {s.teacher_shape} → "
+        f"{s.student_shape}, vocabulary {s.vocab_size:,}, lam {lam}, jsd β = 0.5; one process, the "
+        f"same models and micro-batches, the divergences interleaved step by step; {s.warmup} "
+        f"warm-up + {s.steps} timed steps each. CPU = the process's CPU seconds per step (all "
+        "threads), which waiting on shared cores does not inflate.",
+        "",
+        "| workload | divergence | wall p10 / p50 / p90 (ms) | × forward_kl wall | CPU p50 (ms) "
+        "| × forward_kl CPU |",
+        "|---|---|---|---|---|---|",
+    ]
+    base = {r.workload: (r, statistics.median(c)) for r, c in results if r.variant == "forward_kl"}
+    for r, cpu in results:
+        b_wall, b_cpu = base[r.workload][0].p50, base[r.workload][1]
+        c50 = statistics.median(cpu)
+        lines.append(
+            f"| {r.workload} | {r.variant} | {r.pct(0.1) * 1e3:.1f} / {r.p50 * 1e3:.1f} / "
+            f"{r.pct(0.9) * 1e3:.1f} | {r.p50 / b_wall:.2f} | {c50 * 1e3:.1f} | {c50 / b_cpu:.2f} |"
+        )
+    return "\n".join([*lines, ""])
+
+
+def divergence_main(
+    s: Setup, lam: float, device: torch.device, out: Path | None, argv: Sequence[str]
+) -> list[Result]:
+    """kind=divergences: time, print the table, append it to `out` (None: print only)."""
+    results = run_divergences(s, lam, device)
+    command = f"{PROG} " + " ".join(argv)
+    text = divergence_markdown(s, lam, results, machine_info(device), command)
+    print(text)
+    if out is not None:
+        with out.open("a") as fh:
+            fh.write(text + "\n")
+    return [r for r, _ in results]
 
 
 if __name__ == "__main__":

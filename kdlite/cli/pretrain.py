@@ -40,8 +40,8 @@ from typing import Any
 
 import torch
 
-from kdlite.cli._args import UsageError, arg, argv_or_sys, parse_keys
 from kdlite.chat import ENDOFTEXT
+from kdlite.cli._args import UsageError, arg, argv_or_sys, parse_keys
 
 log = logging.getLogger(__name__)
 

@@ -28,9 +28,7 @@ class Keys:
     model: list[str] = arg(["runs/default"], "a run dir or an HF folder; several: model=[a,b] "
                            "(quote paths with commas)")  # fmt: skip
     n: int = arg(40, "held-out traces probed")
-    end: str = arg(
-        ENDOFTEXT, "the end token after the closing (the tiny base's document end)"
-    )
+    end: str = arg(ENDOFTEXT, "the end token after the closing (the tiny base's document end)")
     greedy: int = arg(5, "traces whose greedy continuation is kept as a sample")
     max_new_tokens: int = arg(48, "length of those continuations")
     out_dir: str = arg("runs/eval", "where results of model folders go (as evaluate.py's out_dir)")
