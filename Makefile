@@ -34,6 +34,10 @@ demo: $(STAMP) ## the study in miniature on a CPU (~20 min): train, evaluate, re
 	  (ls -d runs/demo/*/export | sed 's#/export$$##'; \
 	   echo runs/demo/baseline/tiny-student; echo runs/demo/baseline/tiny-teacher) \
 	  | sed "s/.*/'&'/" | paste -sd, -)]"
+	# the closing probe (docs/mini-replication.md): every student, the base before distillation
+	$(PY) -m kdlite.probe out_dir=runs/demo/baseline "model=[$$( \
+	  (ls -d runs/demo/*/export | sed 's#/export$$##'; echo runs/demo/baseline/tiny-student) \
+	  | sed "s/.*/'&'/" | paste -sd, -)]"
 	$(PY) -m kdlite.report runs/demo
 
 train: $(STAMP) ## one run on the embedded default: `python train.py` (tiny pair, CPU, ~5 min)
