@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## create .venv and install kdlite with its dev tools (offline-safe, CPU torch)
 
-demo: $(STAMP) ## the study in miniature on a CPU (~20 min): train, evaluate, report into runs/demo
+demo: $(STAMP) ## the study in miniature on a CPU (~25 min): train, evaluate, report into runs/demo
 	$(PY) train.py -m experiment=demo lsp=0.25,0.5,1.0 trainer.progress_bar=false
 	$(PY) train.py -m experiment=demo crop=right lsp=0.5 trainer.progress_bar=false
 	$(PY) train.py -m experiment=demo supervise=cot,a trainer.progress_bar=false
@@ -33,6 +33,10 @@ demo: $(STAMP) ## the study in miniature on a CPU (~20 min): train, evaluate, re
 	$(PY) evaluate.py bench=synthetic_demo out_dir=runs/demo/baseline "model=[$$( \
 	  (ls -d runs/demo/*/export | sed 's#/export$$##'; \
 	   echo runs/demo/baseline/tiny-student; echo runs/demo/baseline/tiny-teacher) \
+	  | sed "s/.*/'&'/" | paste -sd, -)]"
+	# the closing probe (docs/mini-replication.md): every student, the base before distillation
+	$(PY) -m kdlite.cli.probe out_dir=runs/demo/baseline "model=[$$( \
+	  (ls -d runs/demo/*/export | sed 's#/export$$##'; echo runs/demo/baseline/tiny-student) \
 	  | sed "s/.*/'&'/" | paste -sd, -)]"
 	$(PY) -m kdlite.cli.report runs=runs/demo
 

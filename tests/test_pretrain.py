@@ -144,8 +144,16 @@ def test_init_is_validated_at_config_time():
 
 
 def test_assets_hold_only_the_expected_files():
-    """Package data stays small: config, bf16 safetensors and the recipe per shipped model."""
-    for folder in sorted(p for p in ASSETS.iterdir() if p.is_dir()):
+    """Package data stays small: config, bf16 safetensors and the recipe per shipped model, and the
+    embedded tokenizer's files with their marker."""
+    tokenizer = {p.name for p in (ASSETS / "tokenizer").iterdir()}
+    assert tokenizer == {
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "chat_template.jinja",
+        "kdlite_tokenizer.json",
+    }
+    for folder in sorted(p for p in ASSETS.iterdir() if p.is_dir() and p.name != "tokenizer"):
         names = {p.name for p in folder.iterdir()}
         assert {"config.json", "model.safetensors", RECIPE_FILE} <= names, folder
         assert (folder / "model.safetensors").stat().st_size < 4_000_000, folder

@@ -1,19 +1,25 @@
 """The embedded reasoning corpus: seeded multi-step arithmetic word problems with long-CoT traces.
 
-Each trace has the shape the study found in real reasoning data (docs/paper.md, Appendix A.2): the CoT
-restates the problem, derives the answer step by step, reaches it around the middle of the trace
-(first correct derivation at 49% of the CoT characters on average, 80% of traces within 41-56%,
-range 38-69%; real traces: 47-67%), then re-checks it after a self-reflection cue ("Wait, let me
-check again", "let me double-check", "recheck") by a second derivation in the other order
-(undoing the steps from the answer back to the start), in ~10% of traces catching and correcting a
-slip of the first pass, and concludes. The answer section is a short summary ending in `\\boxed{N}`.
+Each trace has the structure the study measured in real reasoning data (docs/paper.md, trace
+analysis / Table 6): the CoT restates the problem, then derives the answer step by step with 2-5
+short self-checks resolved on the spot ("Wait, is 12 / 4 = 3 right? Yes.", "Let me verify again:
+3 * 4 = 12. Good."), each carrying one of the study's reflection keywords: 2.73 cues before the
+first derivation on average (study: 1.91-5.13; 2.23 / 2.42 / 2.76 for OpenThoughts, Bespoke,
+Synthetic-1). The answer is first derived at 48.8% of the full sequence (study 40.7-55.9%; 49.4% of
+the CoT, study 46.6-66.8%). Then a re-check opens with a cue ("Wait, let me check again ...") and
+derives it again in the other order (undoing the steps from the answer back to the start), in ~10%
+of traces catching and correcting a slip of the first pass; a second, forward verification and a
+conclusion that restates the answer ("So the answer is 17: ...") close the CoT, so the later tokens
+are verification and restating, as in the study's traces. No cue puts a backward value after the
+word "answer" (a whole-text grader would read it as the answer). The answer section is a short
+summary ending in `\\boxed{N}`.
 
 Trade-off: the problems are deliberately easy (2-4 steps, every value in 1..99, +, -, *, / with
 exact division) so a tiny transformer trained on 2 CPU cores for minutes can learn them; an example
-renders to a median of 326 tokens (10-90%: 265-403) with the embedded tokenizer, digits one token
-each, versus ~2,000 for the study's datasets. The section shares are P 14% / CoT 72% / A 14%
+renders to a median of 413 tokens (10-90%: 343-505) with the embedded tokenizer, digits one token
+each, versus ~2,000 for the study's datasets. The section shares are P 11% / CoT 78% / A 11%
 (study: ~5 / 76 / 18%). What matters for the study's effects is that structure (CoT dominant,
-answer reached mid-CoT, then verified), not the difficulty.
+answer reached mid-CoT after a few resolved self-checks, then verified), not the difficulty.
 
 Benchmark problems never appear among training prompts, for any seed: the arithmetic of a problem
 (start value and the list of operations, names and wording excluded) is hashed, and 1 in 10 of that
@@ -94,7 +100,7 @@ _PLANS = [
 CHECK_CUES = [
     "Wait, let me check again by working backwards from {y}.",
     "Wait, let me double-check this by undoing each step, starting from {y}.",
-    "Hmm, let me recheck the answer in the other order, going back from {y}.",
+    "Hmm, let me recheck this in the other order, going back from {y}.",
     "Wait, let me verify again by going over the steps in reverse from {y}.",
 ]
 _SECOND_CHECKS = [
@@ -102,10 +108,22 @@ _SECOND_CHECKS = [
     "Let me recheck the arithmetic one more time: {chain}. Everything matches.",
 ]
 _CONCLUSIONS = [
-    "So {name} has {y} {items} at the end.",
-    "Therefore {name} ends up with {y} {items}.",
-    "So the final count is {y} {items}.",
+    "So the answer is {y}: {name} has {y} {items} at the end.",
+    "Therefore {name} ends up with {y} {items}, and the answer is {y}.",
+    "So the final count is {y} {items}. The answer is {y}.",
 ]
+# Self-checks inside the first pass, each resolved on the spot and carrying exactly one of the
+# study's reflection keywords (docs/paper.md, trace analysis): Table 6 counts 1.91-5.13 cues
+# before the first correct derivation (2.23 / 2.42 / 2.76 / 5.13 / 1.91 over its five datasets).
+_CHECK_COUNTS, _CHECK_WEIGHTS = (2, 3, 4, 5), (6, 2, 1, 1)  # mean 2.7, between 2.42 and 2.76
+_REREAD_CHECKS = [
+    "Wait, {a} {items} at the start? Yes.",
+    "Wait, does {name} start with {a}? Yes.",
+]
+_STEP_CHECKS = ["Let me double-check: {eq}. Yes.", "Wait, is {eq} right? Yes."]
+_UNDO_CHECKS = ["Let me verify again: {undo}. Good.", "Hmm, let me recheck: {undo}. Right."]
+_RECAP_CHECKS = ["Let me go over the steps so far: {chain}. Fine."]
+_INVERSE = {"+": "-", "-": "+", "*": "/", "/": "*"}
 # Self-reflection cue words (docs/paper.md Appendix A.2) as they appear in these traces; the first one starts the
 # re-check.
 CUE_RE = re.compile(r"\b(Wait|recheck|double-check|check again|verify again)\b")
@@ -248,15 +266,44 @@ def _backward(s: Step, x: int, y: int) -> str:
     return f"Before splitting into {s.k} bags, there were {y} * {s.k} = {x}."
 
 
-def _first_pass(p: Problem, result: int) -> str:
+def _first_pass(p: Problem, result: int, checks: dict[int, list[str]] | None = None) -> str:
     """The forward derivation, one sentence per step, ending in `result` (the last step's value;
-    a trace's first pass may get it wrong)."""
+    a trace's first pass may get it wrong). `checks[i]` are sentences inserted before step `i`
+    (slot 0: right after the start), so none of them follows the answer's derivation."""
     name, values, n = p.person[0], p.values, len(p.steps)
+    checks = checks or {}
     sents = [f"{name} starts with {p.start} {p.items}."]
     for i, s in enumerate(p.steps):
+        sents += checks.get(i, [])
         sents.append(_forward(s, values[i], result if i == n - 1 else values[i + 1]))
     sents.append(f"So {name} has {result} {p.items} at the end.")
     return " ".join(sents)
+
+
+def _self_checks(p: Problem, rng: random.Random) -> dict[int, list[str]]:
+    """2-5 resolved self-checks for a first pass (Table 6's cues before the first derivation), keyed
+    by the step they precede. Candidates: re-reading the start (before step 0); for every
+    intermediate value, re-doing its step and undoing it (before the next step); a recap of the
+    chain so far (before the last step). Only the start and intermediate values are named, never
+    the answer (no value before the last equals it), so the first derivation stays the last step's."""
+    name, values, n = p.person[0], p.values, len(p.steps)
+    slots: list[tuple[int, str]] = [
+        (0, rng.choice(_REREAD_CHECKS).format(name=name, a=p.start, items=p.items))
+    ]
+    for i in range(n - 1):
+        s, x, v = p.steps[i], values[i], values[i + 1]
+        undo = f"{v} {_INVERSE[s.op]} {s.k} = {x}"
+        slots.append((i + 1, rng.choice(_STEP_CHECKS).format(eq=_equation(p, i))))
+        slots.append((i + 1, rng.choice(_UNDO_CHECKS).format(undo=undo)))
+    chain = ", ".join(_equation(p, i) for i in range(n - 1))
+    slots.append((n - 1, rng.choice(_RECAP_CHECKS).format(chain=chain)))
+    count = min(rng.choices(_CHECK_COUNTS, weights=_CHECK_WEIGHTS)[0], len(slots))
+    keep = sorted(rng.sample(range(len(slots)), count))  # in the order they occur
+    out: dict[int, list[str]] = {}
+    for j in keep:
+        step, text = slots[j]
+        out.setdefault(step, []).append(text)
+    return out
 
 
 def _trace(p: Problem, rng: random.Random) -> tuple[str, str]:
@@ -280,7 +327,7 @@ def _trace(p: Problem, rng: random.Random) -> tuple[str, str]:
         restate += " " + rng.choice(_PLANS).format(n=n, a=p.start)
     paras.append(restate)
 
-    paras.append(f"First, {_first_pass(p, wrong)}")
+    paras.append(f"First, {_first_pass(p, wrong, _self_checks(p, rng))}")
 
     check = [rng.choice(CHECK_CUES).format(y=wrong)]
     if slip:
@@ -296,8 +343,9 @@ def _trace(p: Problem, rng: random.Random) -> tuple[str, str]:
     check.append(f"That is exactly the {p.start} {p.items} {name} started with, so {y} is right.")
     paras.append(" ".join(check))
 
-    if rng.random() < 0.35:
-        paras.append(rng.choice(_SECOND_CHECKS).format(chain=_chain(p)))
+    # the verification goes on after the re-check (the study: the later tokens of a trace are
+    # mostly verification and restating); it keeps the first derivation near the middle
+    paras.append(rng.choice(_SECOND_CHECKS).format(chain=_chain(p)))
     paras.append(rng.choice(_CONCLUSIONS).format(name=name, y=y, items=p.items))
     cot = "\n\n".join(paras)
 

@@ -5,39 +5,39 @@ with the Qwen3 special tokens and chat layout (docs/design.md §3), so the tiny 
 of the real one. Trade-off: 746 ids instead of Qwen3's 151,669 keep the tiny models' embedding and
 LM head at 0.5% of a Qwen3-vocabulary one (746 x H vs 151,669 x H) and the full logits cheap on CPU,
 at the price of longer sequences on text unlike the corpus (byte fallback: any text round-trips;
-unseen words cost up to one token per byte). On the corpus it is as compact as Qwen3's (median 326
-vs 322 tokens per rendered example): BPE stops at 741 learned ids because every corpus word is by
-then one token. Digits are always one token each and never merged with a leading space (as in
+unseen words cost up to one token per byte). On the corpus it is nearly as compact as Qwen3's
+(median 413 vs 406 tokens per rendered example; it was trained on the corpus before its
+self-checks, when every corpus word was one token and BPE stopped at 741 learned ids). Digits are always one token each and never merged with a leading space (as in
 Qwen3), so the arithmetic is learnable.
 
 Special tokens mirror Qwen3 (kdlite/chat.py): `<|endoftext|>` (pad), `<|im_start|>`, `<|im_end|>`
 (eos) are special; `<think>`/`</think>` are single added tokens that, as in Qwen3 (special=False
 there), survive `decode(skip_special_tokens=True)` so graders can find the answer after `</think>`.
 
-Building takes ~1 s; the result is saved under `cache_root()/tokenizer-<version>` (version =
-TOKENIZER_VERSION + a hash of the build's and the corpus generator's source) and reloaded on later
-calls (rebuilt if the folder is missing or fails its check).
+The tokenizer ships as an asset (`kdlite/assets/tokenizer`, 52 KB, with its fingerprint), like the
+tiny models whose embeddings are tied to its ids. It was trained once, by `build_embedded_tokenizer()`,
+on the corpus of its time (version 1: the traces before issue 13's self-checks); later corpus
+wording is tokenised with it, unseen words in several pieces, as a real model's fixed tokenizer
+reads new data. So a corpus change costs the reasoning teacher's post-training, not the bases.
 """
 
 from __future__ import annotations
 
+import copy
+import functools
 import hashlib
 import json
 import os
-import shutil
-import sys
-import tempfile
 from pathlib import Path
 
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
-from kdlite import chat
 from kdlite.chat import END_THINK, ENDOFTEXT, IM_END, IM_START, THINK
 from kdlite.data import synthetic
-from kdlite.paths import cache_root
 
 TOKENIZER_VERSION = "1"
+ASSET = Path(__file__).resolve().parent.parent / "assets" / "tokenizer"
 VOCAB_SIZE = 1024  # BPE cap incl. the 256 byte symbols (reached: 741); specials appended after
 CORPUS_EXAMPLES, CORPUS_SEED = 1000, 0
 _MARKER = "kdlite_tokenizer.json"
@@ -83,26 +83,21 @@ class TokenizerNotFoundError(ValueError):
 
 
 def corpus_text() -> list[str]:
-    """The texts the embedded tokenizer is trained on (the corpus plus the chat layout's words)."""
+    """The texts a new embedded tokenizer is trained on (the corpus plus the chat layout's words)."""
     texts = ["system\n"]
     for ex in synthetic.generate_examples(CORPUS_EXAMPLES, CORPUS_SEED):
         texts += ["user\n", ex.prompt, "assistant\n", f"\n{ex.cot}\n", f"\n\n{ex.answer}", "\n"]
     return texts
 
 
-def cache_version() -> str:
-    """`<TOKENIZER_VERSION>-<hash of the source of this module, the special tokens (kdlite/chat.py)
-    and the corpus generator>`: any edit to one of them rebuilds the cache (~1 s) instead of
-    risking a stale tokenizer; the fingerprint, which downstream caches key on, only changes when
-    the built tokenizer does."""
-    h = hashlib.sha256()
-    for module in (sys.modules[__name__], chat, synthetic):
-        h.update(Path(str(module.__file__)).read_bytes())
-    return f"{TOKENIZER_VERSION}-{h.hexdigest()[:10]}"
+def build_embedded_tokenizer(texts: list[str] | None = None) -> PreTrainedTokenizerFast:
+    """Train a new embedded tokenizer (deterministic; ~1 s) on `texts` (default `corpus_text()`).
 
-
-def build_embedded_tokenizer() -> PreTrainedTokenizerFast:
-    """Train the embedded tokenizer from scratch (deterministic; ~1 s). Prefer `embedded_tokenizer()`."""
+    Not what `embedded_tokenizer()` returns: that one is the shipped asset, trained once by this
+    function on the corpus of its time. Shipping it means the corpus's wording can change without
+    invalidating every shipped tiny model (their embeddings are tied to its ids), as a real
+    model's tokenizer stays fixed while its training data changes. A new tokenizer version means
+    `save_embedded_tokenizer()` into the asset and `make tiny-models`."""
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.Sequence(
         [
@@ -117,7 +112,7 @@ def build_embedded_tokenizer() -> PreTrainedTokenizerFast:
         show_progress=False,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
-    tok.train_from_iterator(corpus_text(), trainer=trainer)
+    tok.train_from_iterator(corpus_text() if texts is None else texts, trainer=trainer)
     # Appended after the BPE ids, as in Qwen3; normalized=False so they match the raw text.
     tok.add_special_tokens(
         [AddedToken(t, normalized=False, special=True) for t in (ENDOFTEXT, IM_START, IM_END)]
@@ -134,43 +129,46 @@ def build_embedded_tokenizer() -> PreTrainedTokenizerFast:
     )
 
 
-def embedded_tokenizer() -> PreTrainedTokenizerFast:
-    """The embedded tokenizer, built once and cached under `cache_root()/tokenizer-<version>`."""
-    folder = cache_root() / f"tokenizer-{cache_version()}"
-    tok = _load_checked(folder)
-    if tok is not None:
-        return tok
-    tok = build_embedded_tokenizer()
-    tmp = Path(tempfile.mkdtemp(prefix=".tokenizer-build-", dir=cache_root()))
+def save_embedded_tokenizer(tok: PreTrainedTokenizerFast, folder: Path = ASSET) -> None:
+    """Write `tok` as the embedded tokenizer asset, with its fingerprint in the marker file."""
+    folder.mkdir(parents=True, exist_ok=True)
+    tok.save_pretrained(folder)
+    marker = {"version": TOKENIZER_VERSION, "fingerprint": tokenizer_fingerprint(tok)}
+    (folder / _MARKER).write_text(json.dumps(marker, indent=2) + "\n")
+
+
+class EmbeddedTokenizerError(RuntimeError):
+    """The shipped tokenizer asset is missing, unreadable or not the tokenizer its marker names."""
+
+
+@functools.lru_cache(maxsize=4)
+def _load_asset(folder: str, stamp: tuple[float, ...]) -> PreTrainedTokenizerFast:
+    path = Path(folder)
     try:
-        tok.save_pretrained(tmp)
-        (tmp / _MARKER).write_text(
-            json.dumps({"version": cache_version(), "fingerprint": tokenizer_fingerprint(tok)})
+        marker = json.loads((path / _MARKER).read_text())
+        tok = PreTrainedTokenizerFast.from_pretrained(path)
+    except Exception as err:  # noqa: BLE001 - every failure gets the same actionable message
+        raise EmbeddedTokenizerError(
+            f"the embedded tokenizer asset {path} could not be read ({type(err).__name__}: "
+            f"{err}); restore it from the repository (git checkout -- {path})"
+        ) from err
+    got = tokenizer_fingerprint(tok)
+    if marker.get("fingerprint") != got:
+        raise EmbeddedTokenizerError(
+            f"the embedded tokenizer asset {path} is not the tokenizer its {_MARKER} names "
+            f"(fingerprint {got[:12]} != {str(marker.get('fingerprint'))[:12]}); restore it "
+            f"from the repository (git checkout -- {path})"
         )
-        if folder.exists():  # present but failed its check: replace it
-            shutil.rmtree(folder, ignore_errors=True)
-        try:
-            os.replace(tmp, folder)  # atomic: readers see the old folder or the complete new one
-        except OSError:  # another process (e.g. a rank on the same node) finished first
-            if _load_checked(folder) is None:
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return tok
 
 
-def _load_checked(folder: Path) -> PreTrainedTokenizerFast | None:
-    """Load a cached build; None when it is missing, unreadable or not what the marker says."""
-    try:
-        marker = json.loads((folder / _MARKER).read_text())
-        tok = PreTrainedTokenizerFast.from_pretrained(folder)
-    except Exception:  # noqa: BLE001 - any unreadable cache is rebuilt
-        return None
-    if marker.get("version") != cache_version() or marker.get(
-        "fingerprint"
-    ) != tokenizer_fingerprint(tok):
-        return None
-    return tok
+def embedded_tokenizer() -> PreTrainedTokenizerFast:
+    """The embedded tokenizer: the shipped asset `kdlite/assets/tokenizer`, checked against its
+    recorded fingerprint (which every shipped tiny model's `kdlite_base.json` also records).
+    Returns a fresh copy per call, so callers may modify it."""
+    files = sorted(ASSET.glob("*"))
+    stamp = tuple(f.stat().st_mtime for f in files)
+    return copy.deepcopy(_load_asset(str(ASSET), stamp))
 
 
 # Files of which a folder needs at least one to hold a tokenizer (fast, BPE, SentencePiece).

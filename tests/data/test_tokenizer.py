@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import copy
+import json
 import random
+import shutil
 import string
 
 import pytest
@@ -144,32 +146,45 @@ def test_chat_template_matches_qwen3(embedded_tokenizer, qwen3_tokenizer, name, 
         assert ours == qwen3_tokenizer.apply_chat_template(chat, **kw)
 
 
-def test_built_once_then_loaded_from_disk(tmp_path, monkeypatch, embedded_tokenizer):
-    monkeypatch.setenv("KDLITE_CACHE", str(tmp_path))
-    builds = []
-    real_build = tokmod.build_embedded_tokenizer
+def test_shipped_asset_is_checked_and_matches_the_shipped_models(tmp_path, monkeypatch):
+    """The embedded tokenizer is the shipped asset: the fingerprint its marker records, which every
+    shipped tiny model records too; a damaged asset is refused by name, not silently rebuilt."""
+    tok = tokmod.embedded_tokenizer()
+    fp = tokenizer_fingerprint(tok)
+    marker = json.loads((tokmod.ASSET / "kdlite_tokenizer.json").read_text())
+    assert marker["fingerprint"] == fp
+    for folder in sorted(p for p in tokmod.ASSET.parent.iterdir() if p.name.startswith("tiny-")):
+        assert json.loads((folder / "kdlite_base.json").read_text())["tokenizer"] == fp, folder
+    # a plain HF tokenizer folder (what export ships)
+    assert tokenizer_fingerprint(AutoTokenizer.from_pretrained(tokmod.ASSET)) == fp
+    # callers get their own copy
+    tok.chat_template = "{# changed #}"
+    assert tokenizer_fingerprint(tokmod.embedded_tokenizer()) == fp
+    # a damaged copy of the asset is refused, naming the folder
+    bad = tmp_path / "tokenizer"
+    shutil.copytree(tokmod.ASSET, bad)
+    monkeypatch.setattr(tokmod, "ASSET", bad)
+    (bad / "tokenizer.json").write_text("{not json")
+    with pytest.raises(tokmod.EmbeddedTokenizerError, match=str(bad)):
+        tokmod.embedded_tokenizer()
+    other = tokmod.build_embedded_tokenizer(["a completely different corpus " * 3])
+    tokmod.save_embedded_tokenizer(other, bad)
+    assert tokenizer_fingerprint(tokmod.embedded_tokenizer()) == tokenizer_fingerprint(other)
+    marker = json.loads((bad / "kdlite_tokenizer.json").read_text())
+    marker["fingerprint"] = fp
+    (bad / "kdlite_tokenizer.json").write_text(json.dumps(marker))
+    with pytest.raises(tokmod.EmbeddedTokenizerError, match="not the tokenizer its"):
+        tokmod.embedded_tokenizer()
 
-    def counting_build():
-        builds.append(1)
-        return real_build()
 
-    monkeypatch.setattr(tokmod, "build_embedded_tokenizer", counting_build)
-    first = tokmod.embedded_tokenizer()
-    assert len(builds) == 1
-    folder = tmp_path / f"tokenizer-{tokmod.cache_version()}"
-    assert (folder / "tokenizer.json").is_file()
-    second = tokmod.embedded_tokenizer()
-    assert len(builds) == 1  # loaded, not rebuilt
-    # deterministic: an independent build (this fresh cache) equals the session's
-    fp = tokenizer_fingerprint(embedded_tokenizer)
-    assert tokenizer_fingerprint(first) == tokenizer_fingerprint(second) == fp
-    # the saved folder is a plain HF tokenizer folder (what export ships)
-    assert tokenizer_fingerprint(AutoTokenizer.from_pretrained(folder)) == fp
-    # a corrupt cache is rebuilt
-    (folder / "tokenizer.json").write_text("{not json")
-    third = tokmod.embedded_tokenizer()
-    assert len(builds) == 2 and tokenizer_fingerprint(third) == fp
-    assert tokmod.embedded_tokenizer() is not None and len(builds) == 2
+def test_a_new_build_is_deterministic_with_the_same_specials_and_layout():
+    a, b = tokmod.build_embedded_tokenizer(), tokmod.build_embedded_tokenizer()
+    assert tokenizer_fingerprint(a) == tokenizer_fingerprint(b)
+    shipped = tokmod.embedded_tokenizer()
+    assert a.chat_template == shipped.chat_template
+    assert a.all_special_tokens == shipped.all_special_tokens
+    for t in ("<think>", "</think>", "<|im_start|>", "<|im_end|>", "<|endoftext|>"):
+        assert len(a.encode(t, add_special_tokens=False)) == 1
 
 
 def test_load_tokenizer(embedded_tokenizer, tmp_path):

@@ -64,7 +64,7 @@ def test_defaults_are_the_protocols(compose_eval):
     cfg = compose_eval()
     assert cfg.model is None and list(cfg.benches) == ["synthetic"]  # None: runs/default
     syn = run_mod.sampling_for(cfg, cfg.benches.synthetic)
-    assert (syn.n_samples, syn.max_new_tokens) == (4, 512)
+    assert (syn.n_samples, syn.max_new_tokens) == (4, 640)
     cfg = compose_eval("bench=[aime24,aime25]")
     study = run_mod.sampling_for(cfg, cfg.benches.aime25)
     assert (study.n_samples, study.temperature, study.top_p, study.top_k, study.max_new_tokens) == (
