@@ -142,7 +142,9 @@ class EmbeddedTokenizerError(RuntimeError):
 
 
 @functools.lru_cache(maxsize=4)
-def _load_asset(folder: str, stamp: tuple[float, ...]) -> PreTrainedTokenizerFast:
+def _load_asset(folder: str, stamp: tuple[tuple[str, int, int], ...]) -> PreTrainedTokenizerFast:
+    """Load and check the asset once per `stamp` (its files' names, sizes and mtimes): the stamp is
+    only part of the cache key, so an asset edited on disk is read and checked again."""
     path = Path(folder)
     try:
         marker = json.loads((path / _MARKER).read_text())
@@ -166,8 +168,7 @@ def embedded_tokenizer() -> PreTrainedTokenizerFast:
     """The embedded tokenizer: the shipped asset `kdlite/assets/tokenizer`, checked against its
     recorded fingerprint (which every shipped tiny model's `kdlite_base.json` also records).
     Returns a fresh copy per call, so callers may modify it."""
-    files = sorted(ASSET.glob("*"))
-    stamp = tuple(f.stat().st_mtime for f in files)
+    stamp = tuple((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in sorted(ASSET.glob("*")))
     return copy.deepcopy(_load_asset(str(ASSET), stamp))
 
 
