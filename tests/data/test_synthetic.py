@@ -104,14 +104,13 @@ def test_first_pass_holds_resolved_self_checks_as_in_table_6():
         checks = [s for s in re.split(r"(?<=[.?]) ", before) if PAPER_CUES.search(s)]
         n = sum(len(PAPER_CUES.findall(s)) for s in checks)
         assert all(len(PAPER_CUES.findall(s)) == 1 for s in checks), checks
-        assert 1 <= n <= 5, first_pass
+        assert 2 <= n <= 5, first_pass
         counts.append(n)
         # resolved: every check ends in a confirmation before the pass goes on
         for m in PAPER_CUES.finditer(before):
             rest = before[m.end() :]
             assert re.match(r"[^.?]*[.?]( [^.]*?)?(Yes|Good|Right|Fine)\.", rest), rest
     assert 2.4 <= statistics.mean(counts) <= 3.0
-    assert counts.count(1) < 0.1 * len(counts)  # one check only where a 2-step problem runs out
 
 
 def test_verification_restates_the_answer_and_unterminated_gold_traces_grade_right():
