@@ -13,7 +13,11 @@ forcing, at two points:
 - `after_think`: after the whole CoT, `</think>` and the answer section's chain line, where the
   trace itself writes `The answer is \boxed{N}.` and the chat layout's `<|im_end|>` (this point's
   closing and end token are the trace's, whatever `end` is). A student that reaches the end of its
-  think block but has not learned to state the answer fails here.
+  think block but has not learned to state the answer fails here;
+- `end_think_after_first_pass`: after the first pass, the chat layout's closing: `</think>`, the
+  trace's own answer section and `<|im_end|>`. Where a base that has read short chat-layout
+  solutions (`generate_base_documents(chat_share=...)`) ends its think block; a left-cropped student
+  that kept that habit stops thinking once its first pass has derived the answer.
 The first two points measure the base's habit; a student that has learned the trace format has
 also learned that a trace does not close there (it starts a re-check), so a collapse at those
 points is forgetting *and* format learning. `after_think` is the closing that evaluation needs.
@@ -38,12 +42,12 @@ from typing import Any
 
 import torch
 
-from kdlite.chat import ENDOFTEXT, IM_END, THINK
+from kdlite.chat import END_THINK, ENDOFTEXT, IM_END, THINK
 from kdlite.data.example import Example
 from kdlite.data.render import render_text
 from kdlite.data.synthetic import CUE_RE, boxed_answer
 
-POINTS = ("after_first_pass", "after_recheck", "after_think")
+POINTS = ("after_first_pass", "after_recheck", "after_think", "end_think_after_first_pass")
 CLOSING = " The answer is \\boxed{{{answer}}}."
 DEFAULT_END = ENDOFTEXT
 TURN_END = IM_END
@@ -58,7 +62,7 @@ class ProbeText:
 
 
 def probe_texts(example: Example) -> dict[str, ProbeText] | None:
-    """The two probe points of one synthetic trace; None when its first pass concludes a value other
+    """The probe points of one synthetic trace; None when its first pass concludes a value other
     than the gold answer (a slip). Raises ValueError naming the example when the CoT lacks the
     corpus's paragraph structure (restatement, "First, ..." pass, a re-check with a cue)."""
     answer = boxed_answer(example)
@@ -84,6 +88,11 @@ def probe_texts(example: Example) -> dict[str, ProbeText] | None:
         "after_first_pass": ProbeText(head + "\n\n".join(paras[: first + 1]), closing),
         "after_recheck": ProbeText(head + "\n\n".join(paras[: first + 2]), closing),
         "after_think": ProbeText(text[: -len(tail + TURN_END + "\n")], tail, TURN_END),
+        "end_think_after_first_pass": ProbeText(
+            head + "\n\n".join(paras[: first + 1]),
+            f"\n{END_THINK}\n\n{example.answer.strip(chr(10))}",
+            TURN_END,
+        ),
     }
 
 

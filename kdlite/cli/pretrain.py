@@ -61,6 +61,9 @@ class PretrainRecipe:
     # share of worked solutions written one step per sentence (generate_base_documents); the
     # shipped tiny-teacher-base was pretrained before those existed, with 0
     stepwise_share: float = 0.5
+    # share of worked solutions written in the chat layout with a short think block (the base's
+    # instruction-style data; docs/mini-replication.md §5); the shipped bases before it had 0
+    chat_share: float = 0.0
 
 
 def save_record(out: Path, record: dict[str, Any]) -> dict[str, Any]:
@@ -140,7 +143,7 @@ def pretrain(
         betas=(0.9, 0.95),
     )
     rows = packed_rows(
-        generate_base_documents(recipe.seed, recipe.stepwise_share),
+        generate_base_documents(recipe.seed, recipe.stepwise_share, recipe.chat_share),
         tokenizer,
         recipe.seq_len,
         recipe.batch,
@@ -272,6 +275,8 @@ class Keys:
     seed: int = arg(_RECIPE.seed, "stage=base: model init and the corpus stream")
     stepwise_share: float = arg(_RECIPE.stepwise_share, "stage=base: share of worked solutions "
                                 "written one step per sentence")  # fmt: skip
+    chat_share: float = arg(_RECIPE.chat_share, "stage=base: share of worked solutions written "
+                            "in the chat layout with a short think block")  # fmt: skip
 
 
 def parse_recipe(argv: list[str]) -> tuple[PretrainRecipe, str]:

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from itertools import islice
 
 from kdlite.data.example import Example, make_source_id
+from kdlite.data.render import render_text
 
 # 1 in BENCH_BUCKETS of the problem space (by hash of the arithmetic) is reserved for the benchmark.
 BENCH_BUCKETS = 10
@@ -422,22 +423,46 @@ def _worked_solution(p: Problem, stepwise: bool) -> str:
     return f"{head}Step by step. {_first_pass(p, y)} The answer is \\boxed{{{y}}}."
 
 
-def generate_base_documents(seed: int, stepwise_share: float = 0.5) -> Iterator[str]:
-    """The tiny pair's *pre*-training corpus, forever: plain text, no chat layout, no `<think>`.
+def _chat_solution(p: Problem) -> str:
+    """A problem solved in the chat layout (docs/design.md §3) with a *short* think block: the
+    first-pass derivation in a trace's words, no self-check, no re-check; then the one-line chain
+    and the boxed answer, and the turn's end. What a base model has read of instruction-style
+    reasoning data: it knows where a think block ends and what follows it, but not long CoT."""
+    name, y = p.person[0], p.answer
+    answer = f"{name} starts with {p.start} {p.items}: {_chain(p)}.\n\nThe answer is \\boxed{{{y}}}."
+    return render_text(Example(_problem_text(p), f"First, {_first_pass(p, y)}", answer, "")).rstrip(
+        "\n"
+    )
 
-    Plays the part of the web text a base model has read: 65% worked solutions of training-side
+
+def generate_base_documents(
+    seed: int, stepwise_share: float = 0.5, chat_share: float = 0.0
+) -> Iterator[str]:
+    """The tiny pair's *pre*-training corpus, forever.
+
+    Plays the part of the text a base model has read: 65% worked solutions of training-side
     problems, 35% lines of arithmetic facts. A solution is the problem, "Solution:", then either a
     one-line chain of equations (the form of an answer section) or, for `stepwise_share` of them,
     the same derivation one sentence per step in the words a trace's first pass uses; both end in
     `\\boxed{}`. Real base models have read step-by-step solutions that end in a stated answer; a base
     that knows only the one-line form has never seen most of a trace's words (its first loss on a
-    trace is above a uniform guess's) and has no habit of closing a derivation with an answer. The
-    corpus holds no long-CoT trace, no self-reflection, no re-check and no chat tokens, so a model
-    pretrained on it can read, copy, compute and state an answer, but not the reasoning format that
+    trace is above a uniform guess's) and has no habit of closing a derivation with an answer.
+
+    `chat_share` of the solutions are written in the chat layout instead (`_chat_solution`): the
+    user turn, a short think block holding the step-by-step derivation, `</think>`, the answer and
+    `<|im_end|>`. Qwen3's base models were pre-trained on instruction-style and reasoning data too
+    (they know the chat layout); a base without any has no prior for closing a think block and
+    answering, so a student trained only on the first half of traces cannot close
+    (docs/mini-replication.md §5). At 0 (the default) no draw is made: the stream is the one the
+    shipped tiny-teacher-base was pre-trained on.
+
+    No document holds a long-CoT trace, a self-reflection or a re-check, so a model pretrained on
+    this corpus can read, copy, compute and state an answer, but not the reasoning format that
     distillation teaches.
     """
-    if not 0.0 <= stepwise_share <= 1.0:
-        raise ValueError(f"stepwise_share must be in [0, 1], got {stepwise_share}")
+    for name, share in (("stepwise_share", stepwise_share), ("chat_share", chat_share)):
+        if not 0.0 <= share <= 1.0:
+            raise ValueError(f"{name} must be in [0, 1], got {share}")
     rng = random.Random(f"kdlite-synthetic-base-{seed}")
     problems = _problems(random.Random(f"kdlite-synthetic-base-problems-{seed}"), benchmark=False)
     while True:
@@ -446,6 +471,9 @@ def generate_base_documents(seed: int, stepwise_share: float = 0.5) -> Iterator[
             continue
         # no draw at share 0: that stream is the first corpus's, document for document (it made
         # the shipped tiny-teacher-base)
+        if chat_share > 0 and rng.random() < chat_share:
+            yield _chat_solution(next(problems))
+            continue
         stepwise = stepwise_share > 0 and rng.random() < stepwise_share
         yield _worked_solution(next(problems), stepwise)
 

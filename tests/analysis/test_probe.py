@@ -44,8 +44,8 @@ def test_probe_points_are_cuts_of_the_rendered_trace(examples):
         text = render_text(example)
         closing = CLOSING.format(answer=boxed_answer(example))
         assert set(texts) == set(POINTS)
-        first, recheck, think = (texts[p] for p in POINTS)
-        for probe in (first, recheck, think):
+        first, recheck, think, end_think = (texts[p] for p in POINTS)
+        for probe in (first, recheck, think, end_think):
             assert text.startswith(probe.context)
         assert first.context.endswith("at the end.") and "<think>\n" in first.context
         assert len(first.context) < len(recheck.context) < len(think.context)
@@ -53,6 +53,10 @@ def test_probe_points_are_cuts_of_the_rendered_trace(examples):
         assert first.closing == recheck.closing == closing and first.end is None
         # the last point is the trace's own ending, exactly
         assert think.context + think.closing + "<|im_end|>\n" == text
+        # the chat closing after the first pass: the trace's think end and answer, moved up
+        assert end_think.context == first.context and end_think.end == "<|im_end|>"
+        answer = example.answer.strip("\n")
+        assert end_think.closing == f"\n</think>\n\n{answer}" and answer.endswith(closing.lstrip())
     assert usable > 40 and slips > 0
 
 

@@ -218,5 +218,31 @@ def test_base_documents_without_stepwise_solutions_are_the_first_corpus():
         next(generate_base_documents(0, stepwise_share=1.5))
 
 
+def test_chat_share_writes_solutions_in_the_chat_layout_with_a_short_think_block():
+    """chat_share: some solutions as a chat turn whose think block is a first pass without
+    self-checks, closed by `</think>`, the one-line answer and `<|im_end|>`; no trace in them."""
+    docs = list(islice(generate_base_documents(0, chat_share=0.3), 600))
+    chats = [d for d in docs if d.startswith("<|im_start|>user\n")]
+    solutions = [d for d in docs if not d.startswith("Practice: ")]
+    assert 0.2 < len(chats) / len(solutions) < 0.4
+    for d in chats:
+        head, rest = d.split("<|im_end|>\n<|im_start|>assistant\n<think>\nFirst, ")
+        think, answer = rest.split("\n</think>\n\n")
+        problem = head.removeprefix("<|im_start|>user\n")
+        y = str(_solve(problem))
+        assert not CUE_RE.search(d) and "\n\n" not in think  # one short paragraph, no reflection
+        assert think.endswith(" at the end.") and f" has {y} " in think.rsplit(". ", 1)[-1]
+        assert answer.endswith(f"The answer is \\boxed{{{y}}}.<|im_end|>")
+        for a, op, k, b in EQ_RE.findall(d):
+            assert _apply_op(int(a), op, int(k)) == int(b), d
+    # the other documents are those of the plain corpus's kinds, and share 0 draws nothing extra
+    assert all("<think>" not in d for d in docs if d not in chats)
+    assert list(islice(generate_base_documents(0, chat_share=0.0), 50)) == list(
+        islice(generate_base_documents(0), 50)
+    )
+    with pytest.raises(ValueError, match="chat_share"):
+        next(generate_base_documents(0, chat_share=-0.1))
+
+
 def _apply_op(a: int, op: str, k: int) -> int:
     return {"+": a + k, "-": a - k, "*": a * k, "/": a // k}[op]
