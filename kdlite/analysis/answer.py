@@ -195,3 +195,20 @@ def derived_before_reflection(text: str, gold: str, prompt: str = "") -> bool:
     head = text if cue is None else text[: cue.start()]
     m, _ = _first_result(head, value, _squash(prompt))
     return m is not None
+
+
+def derived_anywhere(text: str, gold: str, prompt: str = "") -> bool:
+    """Whether a generated output derives `gold` anywhere (a cued result, not a quote of the
+    prompt), whether or not it goes on to state it as its final answer.
+
+    The companion of `derived_before_reflection` for traces that reflect inside their first pass
+    (the synthetic corpus since it follows Table 6: its self-checks come before the first
+    derivation, so no output of a student trained on it derives the answer before its first
+    cue). Accuracy minus this share is the reasoning that was done but never concluded: an output
+    cut at the token limit, or one that never closes its think block.
+    """
+    value = normalize(gold)
+    if not value:
+        return False
+    m, _ = _first_result(text, value, _squash(prompt))
+    return m is not None

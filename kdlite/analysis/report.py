@@ -420,12 +420,15 @@ def table_derived(sweep: Sweep) -> str:
                 where: list[Any] = ["baseline", "", "", ""]
             else:
                 where = [run.get("supervise"), run.lsp, run.crop, run.get("lam")]
+            anywhere = res.get("derived_anywhere")  # results.json before it: blank
             rows.append([run.name, *where, bench, _pct(run.accuracy(bench)),
-                         _pct(float(derived)), _pct(trunc)])  # fmt: skip
+                         _pct(float(derived)),
+                         "" if anywhere is None else _pct(float(anywhere)),
+                         _pct(trunc)])  # fmt: skip
     if not rows:
         return "_(no evaluation results with this diagnostic; evaluate.py writes it)_\n"
     header = ["run", "supervise", "lsp", "crop", "lam", "bench", "acc %",
-              "derived before reflecting %", "truncated %"]  # fmt: skip
+              "derived before reflecting %", "derived anywhere %", "truncated %"]  # fmt: skip
     return markdown_table(header, rows)
 
 
@@ -809,7 +812,10 @@ def write_report(
         "self-reflection cue (docs/paper.md's keywords), whatever comes after: the study's claim is that "
         "a trace's lead carries the reasoning, and a student trained on left crops may derive the "
         "answer, then reflect without ever closing its think block (see truncated). Lenient: any "
-        "such result counts, also an intermediate value equal to the answer.\n",
+        "such result counts, also an intermediate value equal to the answer. Traces that reflect "
+        "inside their first pass (the synthetic corpus, built to Table 6) never derive before a "
+        "cue, so *derived anywhere* counts such a result anywhere in the output: above accuracy, "
+        "it is reasoning that was done but never concluded.\n",
         table_derived(sweep),
         "## Closing probe (diagnostic)\n",
         "Does the model still close with an answer? Mean over held-out synthetic traces of the "

@@ -22,7 +22,7 @@ from pathlib import Path
 from omegaconf import DictConfig, ListConfig
 from tqdm.auto import tqdm
 
-from kdlite.analysis.answer import derived_before_reflection
+from kdlite.analysis.answer import derived_anywhere, derived_before_reflection
 from kdlite.eval.benchmarks import EvalError, Problem, load_problems, user_prompt
 from kdlite.eval.config import BACKENDS, PROMPTS, SOURCES
 from kdlite.eval.generate import (
@@ -343,6 +343,10 @@ def build_results(
          for i in range(n)]
         for p in problems
     ]  # fmt: skip
+    anywhere = [
+        [int(derived_anywhere(records[(p.id, i)]["text"], p.answer, p.problem)) for i in range(n)]
+        for p in problems
+    ]
     return {
         "model": ref.spec,
         "model_path": ref.path,
@@ -370,6 +374,9 @@ def build_results(
         # (kdlite.analysis.answer.derived_before_reflection)
         "derived_before_reflection": summarize(derived)["avg_at_n"],
         "correct_derived_before_reflection": derived,
+        # and anywhere in the output, concluded or not (kdlite.analysis.answer.derived_anywhere)
+        "derived_anywhere": summarize(anywhere)["avg_at_n"],
+        "correct_derived_anywhere": anywhere,
         "generation": {
             "finish_reasons": dict(finish),
             "truncated_share": finish["length"] / max(1, len(recs)),

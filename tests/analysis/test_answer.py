@@ -3,6 +3,7 @@ import pytest
 from kdlite.analysis.answer import (
     boxed_contents,
     count_reflections,
+    derived_anywhere,
     derived_before_reflection,
     final_answer,
     find_derivation,
@@ -99,3 +100,16 @@ def test_derived_before_reflection_reads_only_the_first_pass():
     assert derived_before_reflection("So \\boxed{4}.", "4", prompt)
     assert derived_before_reflection("the total is 1,000", "1000")
     assert not derived_before_reflection("= 14", "", prompt)
+
+
+def test_derived_anywhere_reads_past_the_cues():
+    """The first pass reflects before it derives (the Table-6 corpus): before-reflection misses
+    it, anywhere finds it; quotes of the prompt and uncued numbers still do not count."""
+    prompt = "Mia has 14 coins. She gives away 10 of them. How many coins does Mia have now?"
+    text = "Mia starts with 14 coins. Let me double-check: 14 coins. Yes. 14 - 10 = 4. So 4 coins."
+    assert not derived_before_reflection(text, "4", prompt)
+    assert derived_anywhere(text, "4", prompt)
+    assert derived_anywhere(text + " Wait, " * 3, "4", prompt)  # unconcluded: still derived
+    assert not derived_anywhere("Wait. Mia keeps 4 coins in the end", "4", prompt)
+    assert not derived_anywhere("Wait. A box is 4 coins wide.", "4", "A box is 4 coins wide.")
+    assert not derived_anywhere("= 14", "", prompt)

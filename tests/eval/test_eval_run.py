@@ -32,6 +32,7 @@ CONTRACT = {
     "correct",
     "correct_strict",
     "derived_before_reflection",
+    "derived_anywhere",
     "protocol",
     "versions",
 }
@@ -141,6 +142,8 @@ def test_grader_crash_is_scored_wrong_and_counted(compose_eval, run_dir, monkeyp
     # the diagnostic matches text, not math: 0.5 is not the gold's \frac{1}{2} for it
     assert res["correct_derived_before_reflection"] == [[1, 0], [1, 0], [0, 0]]
     assert res["derived_before_reflection"] == pytest.approx(1 / 3)
+    # no cue in these outputs: anywhere reads the same text
+    assert res["correct_derived_anywhere"] == res["correct_derived_before_reflection"]
 
 
 def test_bad_input_fails_before_generation(compose_eval, run_dir, monkeypatch):
