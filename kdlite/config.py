@@ -94,12 +94,23 @@ class BootstrapConfig:
 
 
 @dataclass
+class RehearsalConfig:
+    """Tiny pair only: the student also reads its base's pre-training corpus while it is
+    distilled (kdlite/rehearsal.py, docs/mini-replication.md §5). rows=0: off."""
+
+    rows: int = 0  # packed rows of base documents per optimizer step (all ranks together)
+    seq_len: int = 256  # tokens per row
+    weight: float = 1.0  # of their mean cross-entropy, next to the distillation loss
+
+
+@dataclass
 class PairConfig:
     name: str = MISSING
     tokenizer: str = MISSING  # "embedded", a Hub id or a local folder
     teacher: ModelConfig = field(default_factory=ModelConfig)
     student: ModelConfig = field(default_factory=ModelConfig)
     bootstrap: BootstrapConfig = field(default_factory=BootstrapConfig)
+    rehearsal: RehearsalConfig = field(default_factory=RehearsalConfig)
 
 
 @dataclass
@@ -285,6 +296,7 @@ def _numbers(cfg: DictConfig | TrainConfig) -> list[str]:
         "optim.warmup_ratio": cfg.optim.warmup_ratio,
         "optim.grad_clip": cfg.optim.grad_clip,
         "pair.bootstrap.lr": cfg.pair.bootstrap.lr,
+        "pair.rehearsal.weight": cfg.pair.rehearsal.weight,
     }
     for i, beta in enumerate(cfg.optim.betas):
         floats[f"optim.betas[{i}]"] = beta
@@ -298,6 +310,7 @@ def _numbers(cfg: DictConfig | TrainConfig) -> list[str]:
         ("loss.jsd_beta", 0.0 <= float(cfg.loss.jsd_beta) <= 1.0, "must be in [0, 1]"),
         ("optim.lr", float(o.lr) > 0, "must be > 0"),
         ("pair.bootstrap.lr", float(cfg.pair.bootstrap.lr) > 0, "must be > 0"),
+        ("pair.rehearsal.weight", float(cfg.pair.rehearsal.weight) >= 0, "must be >= 0"),
         ("optim.weight_decay", float(o.weight_decay) >= 0, "must be >= 0"),
         ("optim.warmup_ratio", 0 <= float(o.warmup_ratio) < 1, "must be in [0, 1)"),
         ("optim.grad_clip", float(o.grad_clip) >= 0, "must be >= 0 (0 = no clipping)"),
@@ -325,6 +338,8 @@ def _numbers(cfg: DictConfig | TrainConfig) -> list[str]:
         ("pair.bootstrap.epochs", cfg.pair.bootstrap.epochs, 1),
         ("pair.bootstrap.examples_per_step", cfg.pair.bootstrap.examples_per_step, 1),
         ("pair.bootstrap.micro_examples", cfg.pair.bootstrap.micro_examples, 1),
+        ("pair.rehearsal.rows", cfg.pair.rehearsal.rows, 0),
+        ("pair.rehearsal.seq_len", cfg.pair.rehearsal.seq_len, 2),
     ]
     if cfg.data.limit is not None:
         ints.append(("data.limit", cfg.data.limit, 1))

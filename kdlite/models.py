@@ -137,6 +137,9 @@ def check_tokenizers(
 
 # Weights shipped with the package for the tiny shapes (`kdlite.cli.pretrain`, `make tiny-models`).
 ASSETS = Path(__file__).parent / "assets"
+# beside every shipped tiny model's weights: its recipe, tokenizer fingerprint, loss, wall time
+# (written by `python -m kdlite.cli.pretrain`)
+RECIPE_FILE = "kdlite_base.json"
 INITS = ("random", "base", "reasoning")
 
 

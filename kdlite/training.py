@@ -168,12 +168,28 @@ def build(
         ),
         loss_settings(cfg, len(tokenizer)),
         optim_settings(cfg),
+        rehearsal=_rehearsal(cfg, tokenizer),
     )
     trainer, best = build_trainer(cfg, accum, callbacks=callbacks, make_trainer=make_trainer)
     if trainer.is_global_zero:  # known once the Trainer exists; files are rank 0's job
         run_files.write_run_files(run_dir, cfg, teacher=teacher.location() if teacher else None)
         ensure_writable(run_dir / "checkpoints")  # a multi-day run must not end with nothing saved
     return Run(cfg, run_dir, tokenizer, datamodule, module, trainer, best, world, accum)
+
+
+def _rehearsal(cfg: DictConfig, tokenizer: Any) -> Any:
+    """The tiny pair's rehearsal (kdlite/rehearsal.py), or None (`pair.rehearsal.rows=0`)."""
+    from kdlite.rehearsal import Rehearsal, settings_for
+
+    settings = settings_for(cfg)
+    if settings is None:
+        return None
+    if settings.rows % world_size(cfg.trainer):
+        raise ConfigError(
+            f"pair.rehearsal.rows={settings.rows}: must be divisible by the "
+            f"{world_size(cfg.trainer)} ranks (each takes an equal share of the step's rows)"
+        )
+    return Rehearsal(settings, tokenizer)
 
 
 def build_trainer(

@@ -42,10 +42,9 @@ import torch
 
 from kdlite.chat import ENDOFTEXT
 from kdlite.cli._args import UsageError, arg, argv_or_sys, parse_keys
+from kdlite.models import RECIPE_FILE
 
 log = logging.getLogger(__name__)
-
-RECIPE_FILE = "kdlite_base.json"
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,93 @@
+"""Rehearsal (kdlite/rehearsal.py): the tiny student's base corpus trained beside distillation."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from kdlite.config import ConfigError, validate
+from kdlite.models import HiddenLM, ModelSpec, load_model
+from kdlite.rehearsal import RehearsalSettings, rehearsal_ce, settings_for, step_rows
+from tests.test_training import _first_step_grads, curve, make_cfg, training_mod
+
+SETTINGS = RehearsalSettings(
+    rows=4, seq_len=64, weight=1.0, stepwise_share=0.5, chat_share=0.3, seed=0
+)
+
+
+def test_a_steps_rows_depend_on_the_step_alone_and_ranks_split_them(embedded_tokenizer):
+    step3 = step_rows(SETTINGS, embedded_tokenizer, 3)
+    assert step3.shape == (4, 64) and step3.dtype == torch.long
+    assert torch.equal(step3, step_rows(SETTINGS, embedded_tokenizer, 3))  # a resume reads these
+    assert not torch.equal(step3, step_rows(SETTINGS, embedded_tokenizer, 4))
+    halves = [step_rows(SETTINGS, embedded_tokenizer, 3, rank=r, world=2) for r in (0, 1)]
+    assert torch.equal(torch.cat(halves), step3)
+    with pytest.raises(ConfigError, match="not divisible by the 3 ranks"):
+        step_rows(SETTINGS, embedded_tokenizer, 3, rank=0, world=3)
+    other_seed = dataclasses.replace(SETTINGS, seed=1)
+    assert not torch.equal(step_rows(other_seed, embedded_tokenizer, 3), step3)
+
+
+def test_rows_are_the_bases_corpus_with_its_chat_documents(embedded_tokenizer):
+    text = "".join(
+        embedded_tokenizer.decode(step_rows(SETTINGS, embedded_tokenizer, s).flatten())
+        for s in range(20)
+    )
+    assert "<|endoftext|>" in text and "\nSolution: " in text and "Practice: " in text
+    assert "</think>\n\n" in text  # chat_share=0.3 of the base's recipe
+    plain = dataclasses.replace(SETTINGS, chat_share=0.0)
+    text = "".join(
+        embedded_tokenizer.decode(step_rows(plain, embedded_tokenizer, s).flatten())
+        for s in range(20)
+    )
+    assert "<think>" not in text
+
+
+def test_settings_come_from_the_shipped_base_record_and_other_students_are_refused(tmp_path):
+    assert settings_for(make_cfg(tmp_path)) is None  # rows=0: off
+    s = settings_for(make_cfg(tmp_path, "pair.rehearsal.rows=2", "pair.rehearsal.weight=0.5"))
+    assert s is not None and (s.rows, s.seq_len, s.weight) == (2, 256, 0.5)
+    # the shipped student base's kdlite_base.json records its corpus mix
+    assert 0 <= s.chat_share <= 1 and s.stepwise_share == 0.5
+    cfg = make_cfg(tmp_path / "r", "pair.rehearsal.rows=2", "pair.student.init=random")
+    with pytest.raises(ConfigError, match=r"pair\.rehearsal\.rows: .*init='random'"):
+        training_mod.train(cfg)
+    assert not (tmp_path / "r" / "metrics.csv").exists()
+    with pytest.raises(ConfigError, match=r"pair\.rehearsal\.rows=-1: must be >= 0"):
+        validate(make_cfg(tmp_path, "pair.rehearsal.rows=-1"))
+
+
+def test_the_step_gradient_gains_weight_times_the_rehearsal_gradient(tmp_path, embedded_tokenizer):
+    """grad(with) - grad(without) = weight x grad of the mean CE on step 0's rows, computed here
+    from the same initial student; and the split into micro-batches does not change it."""
+    rehearse = ["pair.rehearsal.rows=2", "pair.rehearsal.seq_len=64", "pair.rehearsal.weight=0.5"]
+    without = _first_step_grads(tmp_path / "a")
+    with_ = _first_step_grads(tmp_path / "b", *rehearse)
+    split = _first_step_grads(tmp_path / "c", *rehearse, "batch.micro_examples=2")
+
+    cfg = make_cfg(tmp_path / "d", *rehearse)
+    settings = settings_for(cfg)
+    assert settings is not None
+    student = HiddenLM(load_model(ModelSpec(shape="tiny-student", init="base"),
+                                  vocab_size=len(embedded_tokenizer)))  # fmt: skip
+    ce = rehearsal_ce(student, step_rows(settings, embedded_tokenizer, 0), len(embedded_tokenizer))
+    ce.backward()
+    want = {name: 0.5 * p.grad for name, p in student.named_parameters() if p.grad is not None}
+    assert want.keys() == with_.keys() and ce.item() > 0
+    for name, g in want.items():
+        torch.testing.assert_close(with_[name] - without[name], g, rtol=1e-3, atol=1e-6, msg=name)
+        torch.testing.assert_close(split[name], with_[name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_the_rehearsal_loss_is_logged_apart_from_the_distillation_loss(tmp_path):
+    run = tmp_path / "r"
+    training_mod.train(make_cfg(run, "pair.rehearsal.rows=2", "optim.max_steps=3", "export=false"))
+    ref = tmp_path / "ref"
+    training_mod.train(make_cfg(ref, "optim.max_steps=3", "export=false"))
+    ce = curve(run, "train/rehearsal_ce")
+    assert sorted(ce) == [0, 1, 2] and all(0 < v < 5 for v in ce.values())
+    # step 0's distillation loss is computed before any update: the same with or without
+    assert curve(run, "train/loss")[0] == pytest.approx(curve(ref, "train/loss")[0], rel=1e-6)
+    assert not curve(ref, "train/rehearsal_ce")
