@@ -41,6 +41,10 @@ COMMON = [
     "trainer.precision=32-true",
     "trainer.teacher_dtype=float32",
     "trainer.val_check_interval=1.0",
+    # rehearsal on (kdlite/rehearsal.py): each rank takes its half of a step's rows and the
+    # rehearsal CE is averaged over ranks; the distillation path runs as without it
+    "pair.rehearsal.rows=2",
+    "pair.rehearsal.seq_len=32",
 ]
 TWO = ["trainer.accelerator=cpu", "trainer.devices=2"]
 STRATEGY = {"fsdp": ["trainer=fsdp", *TWO], "ddp": ["trainer.strategy=ddp", *TWO]}
