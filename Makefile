@@ -65,7 +65,7 @@ fmt: $(STAMP) ## apply ruff fixes and formatting
 	$(VENV)/bin/ruff format .
 
 tiny-models: $(STAMP) ## rebuild the shipped tiny pair weights in kdlite/assets (~35 min on 2 cores)
-	$(PY) -m kdlite.cli.pretrain shape=tiny-student steps=1600
+	$(PY) -m kdlite.cli.pretrain shape=tiny-student steps=1600 chat_share=0.3
 	# the shipped teacher base predates the step-by-step solutions in the base corpus
 	$(PY) -m kdlite.cli.pretrain shape=tiny-teacher steps=1500 stepwise_share=0
 	$(PY) -m kdlite.cli.pretrain stage=reasoning
