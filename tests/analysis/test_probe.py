@@ -98,22 +98,24 @@ def test_closing_ids_splits_on_the_context_boundary(embedded_tokenizer):
     assert embedded_tokenizer.decode(closing[:-1]) == probe.closing
 
 
-def test_shipped_base_closes_after_the_first_pass(examples, embedded_tokenizer):
+def test_shipped_base_closes_its_think_block_and_answers(examples, embedded_tokenizer):
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(BASE, dtype=torch.float32)
     result = closing_probe(model, embedded_tokenizer, examples, n=6, n_greedy=2, max_new_tokens=16)
     assert result["n"] == 6 and len(result["samples"]) == 2
-    first = result["points"]["after_first_pass"]
-    # the base's pre-training documents close exactly like this (kdlite/data/synthetic.py)
-    assert first["greedy_closes"] == 1.0 and first["logprob"] > -0.1
+    # the base read chat-layout solutions with a short think block (chat_share): after a first
+    # pass it ends the think block, and after `</think>` it states the answer
+    think = result["points"]["after_think"]
+    assert think["greedy_closes"] >= 0.5 and think["logprob"] > -3
     for sample, (example, texts) in zip(
         result["samples"],
         [(e, t) for e in examples if (t := probe_texts(e)) is not None],
         strict=False,
     ):
         assert sample["id"] == example.source_id
-        assert sample["after_first_pass"] == texts["after_first_pass"].closing + "<|endoftext|>"
+        assert sample["after_first_pass"].startswith("\n</think>\n\n")
+        assert sample["end_think_after_first_pass"] == sample["after_first_pass"]
     for point in POINTS:
         res = result["points"][point]
         assert res["logprob"] == pytest.approx(res["logprob_text"] + res["logprob_end"])
