@@ -6,7 +6,9 @@ the demo's ~150 optimizer steps learns the trace layout but not to copy a number
 (measured: the from-scratch teacher and students of the first demo solved 2-8% of the embedded
 benchmark, with the restatement of the problem already wrong). So the tiny shapes are first
 pre-trained here, once, on `generate_base_documents` (worked solutions, one-line or one step per
-sentence, and arithmetic facts; no chat layout, no `<think>`, no self-reflection), and the weights
+sentence, and arithmetic facts; for the student also `chat_share` of the solutions in the chat
+layout with a short think block, as Qwen3's bases have read instruction-style data; never a
+long-CoT trace or a self-reflection), and the weights
 ship in `kdlite/assets/<shape>-base/` (bf16, with `kdlite_base.json`: the recipe, the tokenizer
 fingerprint, the loss, the wall time and the direct-answer accuracy). `make tiny-models` rebuilds
 them.
@@ -15,7 +17,7 @@ Documents are packed back to back into `seq_len` rows separated by `<|endoftext|
 crossing document boundaries, as usual for LM pre-training (unlike distillation, where
 `kdlite.data.packing` keeps examples apart): every token is trained, none is padding.
 
-    python -m kdlite.cli.pretrain shape=tiny-student steps=1600   # -> kdlite/assets/tiny-student-base
+    python -m kdlite.cli.pretrain shape=tiny-student steps=1600 chat_share=0.3  # -> ...-student-base
     python -m kdlite.cli.pretrain shape=tiny-teacher steps=1500 stepwise_share=0   # -> ...-base
     python -m kdlite.cli.pretrain stage=reasoning   # -> kdlite/assets/tiny-teacher-reasoning
 
