@@ -429,7 +429,9 @@ def _chat_solution(p: Problem) -> str:
     and the boxed answer, and the turn's end. What a base model has read of instruction-style
     reasoning data: it knows where a think block ends and what follows it, but not long CoT."""
     name, y = p.person[0], p.answer
-    answer = f"{name} starts with {p.start} {p.items}: {_chain(p)}.\n\nThe answer is \\boxed{{{y}}}."
+    answer = (
+        f"{name} starts with {p.start} {p.items}: {_chain(p)}.\n\nThe answer is \\boxed{{{y}}}."
+    )
     return render_text(Example(_problem_text(p), f"First, {_first_pass(p, y)}", answer, "")).rstrip(
         "\n"
     )

@@ -108,11 +108,8 @@ def test_shipped_base_closes_its_think_block_and_answers(examples, embedded_toke
     # pass it ends the think block, and after `</think>` it states the answer
     think = result["points"]["after_think"]
     assert think["greedy_closes"] >= 0.5 and think["logprob"] > -3
-    for sample, (example, texts) in zip(
-        result["samples"],
-        [(e, t) for e in examples if (t := probe_texts(e)) is not None],
-        strict=False,
-    ):
+    usable = [e for e in examples if probe_texts(e) is not None]
+    for sample, example in zip(result["samples"], usable, strict=False):
         assert sample["id"] == example.source_id
         assert sample["after_first_pass"].startswith("\n</think>\n\n")
         assert sample["end_think_after_first_pass"] == sample["after_first_pass"]
