@@ -429,12 +429,10 @@ def _chat_solution(p: Problem) -> str:
     and the boxed answer, and the turn's end. What a base model has read of instruction-style
     reasoning data: it knows where a think block ends and what follows it, but not long CoT."""
     name, y = p.person[0], p.answer
-    answer = (
-        f"{name} starts with {p.start} {p.items}: {_chain(p)}.\n\nThe answer is \\boxed{{{y}}}."
-    )
-    return render_text(Example(_problem_text(p), f"First, {_first_pass(p, y)}", answer, "")).rstrip(
-        "\n"
-    )
+    chain = f"{name} starts with {p.start} {p.items}: {_chain(p)}."
+    answer = f"{chain}\n\nThe answer is \\boxed{{{y}}}."
+    text = render_text(Example(_problem_text(p), f"First, {_first_pass(p, y)}", answer, ""))
+    return text.rstrip("\n")
 
 
 def generate_base_documents(
