@@ -622,7 +622,7 @@ def trainer_arguments(cfg: DictConfig, accumulation: int) -> dict[str, Any]:
 def bootstrap_config(cfg: DictConfig, run_dir: Path) -> DictConfig:
     """The run that trains the tiny teacher of `cfg` before it teaches (`pair.teacher.bootstrap`):
     the teacher's spec as the student, the hard loss alone on the full trace, the pair's
-    `bootstrap` recipe, in `run_dir`, exported, no W&B."""
+    `bootstrap` recipe, in `run_dir`, exported, no W&B, no rehearsal (that is the student's)."""
     sub = OmegaConf.to_container(cfg, resolve=True)
     assert isinstance(sub, dict)
     b = cfg.pair.bootstrap
@@ -630,6 +630,7 @@ def bootstrap_config(cfg: DictConfig, run_dir: Path) -> DictConfig:
     sub["run_dir"] = str(run_dir)
     sub["pair"]["student"] = dict(sub["pair"]["teacher"], bootstrap=False)
     sub["pair"]["teacher"]["bootstrap"] = False
+    sub["pair"]["rehearsal"]["rows"] = 0
     sub["optim"].update(lr=b.lr, epochs=b.epochs, max_steps=-1)
     sub["batch"].update(examples_per_step=b.examples_per_step, micro_examples=b.micro_examples)
     sub["logger"]["wandb"] = False

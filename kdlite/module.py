@@ -9,6 +9,10 @@ its optimizer step (`step_examples`, `step_tokens`, computed by the data module,
 shares a step), so each micro-batch's loss is its share of the step's sum. Lightning divides a
 micro-batch loss by the accumulation count and DDP/FSDP average gradients over ranks; the module
 multiplies by both so the optimizer sees the sum, i.e. the same gradient however the step is split.
+
+The tiny pair's rehearsal (`pair.rehearsal`, kdlite/rehearsal.py) adds, once per step on its last
+micro-batch, `weight` x the mean cross-entropy of the student on the step's rows of its base
+corpus (averaged over ranks), logged as `train/rehearsal_ce` apart from `train/loss`.
 """
 
 from __future__ import annotations

@@ -91,3 +91,12 @@ def test_the_rehearsal_loss_is_logged_apart_from_the_distillation_loss(tmp_path)
     # step 0's distillation loss is computed before any update: the same with or without
     assert curve(run, "train/loss")[0] == pytest.approx(curve(ref, "train/loss")[0], rel=1e-6)
     assert not curve(ref, "train/rehearsal_ce")
+
+
+def test_the_teachers_bootstrap_run_does_not_rehearse(tmp_path):
+    from kdlite.config import bootstrap_config
+
+    cfg = make_cfg(tmp_path, "pair.rehearsal.rows=2")
+    sub = bootstrap_config(cfg, tmp_path / "boot")
+    assert sub.pair.student.shape == "tiny-teacher" and sub.pair.rehearsal.rows == 0
+    assert cfg.pair.rehearsal.rows == 2  # the student's run keeps it
