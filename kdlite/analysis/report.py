@@ -821,8 +821,10 @@ def write_report(
         "Does the model still close with an answer? Mean over held-out synthetic traces of the "
         "summed log-prob of ` The answer is \\boxed{N}.` + end token under teacher forcing, after "
         "the trace's first pass, after its re-check, and after `</think>` and the answer's chain "
-        "line (there with `<|im_end|>`, as the trace writes it); in brackets the share of traces "
-        "whose every closing token is the model's argmax. Definition and caveats: "
+        "line (there with `<|im_end|>`, as the trace writes it); *end think after first pass* "
+        "scores the chat closing instead (`</think>`, the trace's answer section, `<|im_end|>`) "
+        "right after the first pass. In brackets the share of traces whose every closing token is "
+        "the model's argmax. Definition and caveats: "
         "`kdlite/analysis/probe.py`; written by `python -m kdlite.cli.probe` as `<run>/probe.json`.\n",
         table_probe(sweep),
         "## Training-loss gap (Tables 7–11)\n",
