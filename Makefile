@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## create .venv and install kdlite with its dev tools (offline-safe, CPU torch)
 
-demo: $(STAMP) ## the study in miniature on a CPU (~25 min): train, evaluate, report into runs/demo
+demo: $(STAMP) ## the study in miniature on a CPU (~37 min): train, evaluate, report into runs/demo
 	$(PY) train.py -m experiment=demo lsp=0.25,0.5,1.0 trainer.progress_bar=false
 	$(PY) train.py -m experiment=demo crop=right lsp=0.5 trainer.progress_bar=false
 	$(PY) train.py -m experiment=demo supervise=cot,a trainer.progress_bar=false
