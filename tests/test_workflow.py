@@ -103,9 +103,22 @@ def test_progress_bar_total_counts_the_micro_batches_max_steps_will_do(tmp_path)
 
 
 # ---- W&B offline files ---------------------------------------------------------------------------
-def wandb_records(run_dir: Path) -> list[tuple[str, object]]:
+def wandb_records(run_dir: Path, wait_s: float = 30.0) -> list[tuple[str, object]]:
     """(kind, record) of every offline W&B file under run_dir, in file order (leveldb log format:
-    a 7-byte file header, then 32 KiB blocks of <crc, length, type> chunks)."""
+    a 7-byte file header, then 32 KiB blocks of <crc, length, type> chunks). W&B's writer is
+    another process and may still be flushing when the caller returns on a busy machine: read
+    again until a file holds its run record, for up to `wait_s` seconds."""
+    import time
+
+    deadline = time.monotonic() + wait_s
+    while True:
+        out = _read_wandb_records(run_dir)
+        if any(kind == "run" for kind, _ in out) or time.monotonic() > deadline:
+            return out
+        time.sleep(0.5)
+
+
+def _read_wandb_records(run_dir: Path) -> list[tuple[str, object]]:
     from wandb.proto import wandb_internal_pb2 as pb
 
     out = []
