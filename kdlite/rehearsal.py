@@ -20,14 +20,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from kdlite.chat import ENDOFTEXT
 from kdlite.errors import ConfigError
 
 
@@ -73,27 +71,28 @@ def _step_seed(seed: int, step: int) -> int:
     return int.from_bytes(digest[:6], "big")
 
 
+def check_world(rows: int, world: int) -> None:
+    """Refuse a row count the ranks cannot share equally (ConfigError naming the key)."""
+    if rows % world:
+        raise ConfigError(
+            f"pair.rehearsal.rows={rows} is not divisible by the {world} ranks (each takes an "
+            "equal share of the step's rows)"
+        )
+
+
 def step_rows(
     settings: RehearsalSettings, tokenizer: Any, step: int, rank: int = 0, world: int = 1
 ) -> torch.Tensor:
     """[rows / world, seq_len] token ids: this rank's slice of step `step`'s rehearsal rows,
     documents back to back, each followed by `<|endoftext|>` (the last one cut at the row end)."""
+    from kdlite.data.packing import packed_rows
     from kdlite.data.synthetic import generate_base_documents
 
-    if settings.rows % world:
-        raise ConfigError(
-            f"pair.rehearsal.rows={settings.rows} is not divisible by the {world} ranks"
-        )
-    docs: Iterator[str] = generate_base_documents(
+    check_world(settings.rows, world)
+    docs = generate_base_documents(
         _step_seed(settings.seed, step), settings.stepwise_share, settings.chat_share
     )
-    eos = tokenizer.convert_tokens_to_ids(ENDOFTEXT)
-    need = settings.rows * settings.seq_len
-    ids: list[int] = []
-    while len(ids) < need:
-        ids.extend(tokenizer(next(docs), add_special_tokens=False)["input_ids"])
-        ids.append(eos)
-    rows = torch.tensor(ids[:need], dtype=torch.long).view(settings.rows, settings.seq_len)
+    rows = next(packed_rows(docs, tokenizer, settings.seq_len, settings.rows))
     share = settings.rows // world
     return rows[rank * share : (rank + 1) * share]
 

@@ -179,16 +179,12 @@ def build(
 
 def _rehearsal(cfg: DictConfig, tokenizer: Any) -> Any:
     """The tiny pair's rehearsal (kdlite/rehearsal.py), or None (`pair.rehearsal.rows=0`)."""
-    from kdlite.rehearsal import Rehearsal, settings_for
+    from kdlite.rehearsal import Rehearsal, check_world, settings_for
 
     settings = settings_for(cfg)
     if settings is None:
         return None
-    if settings.rows % world_size(cfg.trainer):
-        raise ConfigError(
-            f"pair.rehearsal.rows={settings.rows}: must be divisible by the "
-            f"{world_size(cfg.trainer)} ranks (each takes an equal share of the step's rows)"
-        )
+    check_world(settings.rows, world_size(cfg.trainer))  # before any work, not at the first step
     return Rehearsal(settings, tokenizer)
 
 

@@ -34,7 +34,6 @@ import logging
 import math
 import platform
 import time
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -44,6 +43,7 @@ import torch
 
 from kdlite.chat import ENDOFTEXT
 from kdlite.cli._args import UsageError, arg, argv_or_sys, parse_keys
+from kdlite.data.packing import packed_rows
 from kdlite.models import RECIPE_FILE
 
 log = logging.getLogger(__name__)
@@ -77,21 +77,6 @@ def save_record(out: Path, record: dict[str, Any]) -> dict[str, Any]:
     }
     (out / RECIPE_FILE).write_text(json.dumps(record, indent=2) + "\n")
     return record
-
-
-def packed_rows(
-    documents: Iterator[str], tokenizer: Any, seq_len: int, batch: int
-) -> Iterator[torch.Tensor]:
-    """[batch, seq_len] token ids: documents back to back, each followed by `<|endoftext|>`."""
-    eos = tokenizer.convert_tokens_to_ids(ENDOFTEXT)
-    need = seq_len * batch
-    buffer: list[int] = []
-    while True:
-        while len(buffer) < need:
-            buffer.extend(tokenizer(next(documents), add_special_tokens=False)["input_ids"])
-            buffer.append(eos)
-        rows, buffer = buffer[:need], buffer[need:]
-        yield torch.tensor(rows, dtype=torch.long).view(batch, seq_len)
 
 
 def lr_at(step: int, recipe: PretrainRecipe) -> float:

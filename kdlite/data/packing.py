@@ -24,12 +24,13 @@ Shapes: B = rows in the batch, T = tokens per row.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
 
+from kdlite.chat import ENDOFTEXT
 from kdlite.data.supervision import IGNORE_INDEX, Supervised
 
 if TYPE_CHECKING:
@@ -150,3 +151,22 @@ def _block_mask(segment_ids_BT: Tensor) -> BlockMask:
         return ((seg_q == seg_kv) & (seg_kv >= 0) & (kv_idx <= q_idx)) | (kv_idx == q_idx)
 
     return create_block_mask(mask_mod, B=B, H=None, Q_LEN=T, KV_LEN=T, device=segment_ids_BT.device)
+
+
+def packed_rows(
+    documents: Iterator[str], tokenizer: Any, seq_len: int, batch: int
+) -> Iterator[Tensor]:
+    """[batch, seq_len] token ids of plain documents for pre-training-style language modelling:
+    back to back, each followed by `<|endoftext|>`, a document cut where a row ends and continued in
+    the next. Unlike the distillation batches above, attention crosses document boundaries here
+    (the tiny bases' pre-training, `kdlite/cli/pretrain.py`, and the rehearsal of their corpus,
+    `kdlite/rehearsal.py`)."""
+    eos = tokenizer.convert_tokens_to_ids(ENDOFTEXT)
+    need = seq_len * batch
+    buffer: list[int] = []
+    while True:
+        while len(buffer) < need:
+            buffer.extend(tokenizer(next(documents), add_special_tokens=False)["input_ids"])
+            buffer.append(eos)
+        rows, buffer = buffer[:need], buffer[need:]
+        yield torch.tensor(rows, dtype=torch.long).view(batch, seq_len)
