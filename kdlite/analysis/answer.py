@@ -188,13 +188,8 @@ def derived_before_reflection(text: str, gold: str, prompt: str = "") -> bool:
     is lenient in one way, any cued occurrence before the cue counts, also inside a derivation that
     goes on to a different answer.
     """
-    value = normalize(gold)
-    if not value:
-        return False
     cue = _REFLECTION.search(text)
-    head = text if cue is None else text[: cue.start()]
-    m, _ = _first_result(head, value, _squash(prompt))
-    return m is not None
+    return derived_anywhere(text if cue is None else text[: cue.start()], gold, prompt)
 
 
 def derived_anywhere(text: str, gold: str, prompt: str = "") -> bool:

@@ -350,10 +350,7 @@ def _trace(p: Problem, rng: random.Random) -> tuple[str, str]:
     paras.append(rng.choice(_CONCLUSIONS).format(name=name, y=y, items=p.items))
     cot = "\n\n".join(paras)
 
-    answer = (
-        f"{name} starts with {p.start} {p.items}: {_chain(p)}.\n\nThe answer is \\boxed{{{y}}}."
-    )
-    return cot, answer
+    return cot, _answer_section(p)
 
 
 def _problems(rng: random.Random, benchmark: bool) -> Iterator[Problem]:
@@ -405,6 +402,13 @@ def _chain(p: Problem) -> str:
     return ", ".join(_equation(p, i) for i in range(len(p.steps)))
 
 
+def _answer_section(p: Problem) -> str:
+    """A trace's answer section (A): the one-line chain, then the boxed answer; the chat-layout
+    base documents end the same way."""
+    head = f"{p.person[0]} starts with {p.start} {p.items}: {_chain(p)}."
+    return f"{head}\n\nThe answer is \\boxed{{{p.answer}}}."
+
+
 def _drill(rng: random.Random) -> str:
     """A line of arithmetic facts from the corpus's operations and value range."""
     facts = []
@@ -428,10 +432,8 @@ def _chat_solution(p: Problem) -> str:
     first-pass derivation in a trace's words, no self-check, no re-check; then the one-line chain
     and the boxed answer, and the turn's end. What a base model has read of instruction-style
     reasoning data: it knows where a think block ends and what follows it, but not long CoT."""
-    name, y = p.person[0], p.answer
-    chain = f"{name} starts with {p.start} {p.items}: {_chain(p)}."
-    answer = f"{chain}\n\nThe answer is \\boxed{{{y}}}."
-    text = render_text(Example(_problem_text(p), f"First, {_first_pass(p, y)}", answer, ""))
+    first_pass = f"First, {_first_pass(p, p.answer)}"
+    text = render_text(Example(_problem_text(p), first_pass, _answer_section(p), ""))
     return text.rstrip("\n")
 
 

@@ -16,6 +16,7 @@ import logging
 import math
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
@@ -338,15 +339,14 @@ def build_results(
     recs = list(records.values())
     finish = Counter(r["finish_reason"] for r in recs)
     n = len(full[0])
-    derived = [
-        [int(derived_before_reflection(records[(p.id, i)]["text"], p.answer, p.problem))
-         for i in range(n)]
-        for p in problems
-    ]  # fmt: skip
-    anywhere = [
-        [int(derived_anywhere(records[(p.id, i)]["text"], p.answer, p.problem)) for i in range(n)]
-        for p in problems
-    ]
+
+    def per_sample(diagnostic: Callable[[str, str, str], bool]) -> list[list[int]]:
+        return [
+            [int(diagnostic(records[(p.id, i)]["text"], p.answer, p.problem)) for i in range(n)]
+            for p in problems
+        ]
+
+    derived, anywhere = per_sample(derived_before_reflection), per_sample(derived_anywhere)
     return {
         "model": ref.spec,
         "model_path": ref.path,
