@@ -83,7 +83,6 @@ class DistillModule(L.LightningModule):
         self.loss_settings = loss
         self.optim_settings = optim
         self.rehearsal = rehearsal  # tiny pair only: base documents trained beside (rehearsal.py)
-        self._rehearsal_ce: torch.Tensor | None = None  # the step's, for its metrics row
         self.student: HiddenLM | None = None
         self.__dict__["_frozen_teacher"] = None  # see `teacher`
         self._step_sums = torch.zeros(4)  # loss, soft (KL), hard, soft_ce
@@ -247,22 +246,22 @@ class DistillModule(L.LightningModule):
         loss = parts.loss
         world = self.trainer.world_size
         last_micro = (batch_idx + 1) % self.trainer.accumulate_grad_batches == 0
+        ce = None
         if self.rehearsal is not None and last_micro:
             # once per step, on its last micro-batch: weight x this rank's mean CE / world, which
             # the scale below turns into weight x the mean over ranks in the gradient
             assert self.student is not None
             rows = self.rehearsal.rows(self.trainer.global_step, self.global_rank, world)
             ce = rehearsal_ce(self.student, rows.to(self.device), self.loss_settings.vocab_size)
-            self._rehearsal_ce = ce.detach().float()
             loss = loss + self.rehearsal.settings.weight * ce / world
         if last_micro:
-            self._close_step()
+            self._close_step(None if ce is None else ce.detach().float())
         # Undo Lightning's 1/accumulate and the ranks' gradient averaging: the optimizer must see
         # the step's sum of weighted token losses (see the module docstring).
         scale = self.trainer.accumulate_grad_batches * world
         return loss * scale
 
-    def _close_step(self) -> None:
+    def _close_step(self, rehearsal: torch.Tensor | None = None) -> None:
         """The step's metrics, summed over its micro-batches and ranks, on its last micro-batch.
 
         Computed here, before the optimizer step, rather than in `on_train_batch_end`: Lightning
@@ -288,12 +287,11 @@ class DistillModule(L.LightningModule):
             "train/tokens_seen": self._global_tokens,
             "lr": float(self.trainer.optimizers[0].param_groups[0]["lr"]),
         }
-        if self._rehearsal_ce is not None:  # mean over ranks
-            ce = self._rehearsal_ce.to(self.device)
+        if rehearsal is not None:  # this rank's rehearsal CE -> the mean over ranks
             if self.trainer.world_size > 1:
-                ce = self.trainer.strategy.reduce(ce, reduce_op="sum") / self.trainer.world_size
-            row["train/rehearsal_ce"] = float(ce)
-            self._rehearsal_ce = None
+                rehearsal = self.trainer.strategy.reduce(rehearsal, reduce_op="sum")
+                rehearsal = rehearsal / self.trainer.world_size
+            row["train/rehearsal_ce"] = float(rehearsal)
         if torch.cuda.is_available():
             row["train/peak_mem_gib"] = torch.cuda.max_memory_allocated() / 2**30
         self._step_row = {"step": float(self.trainer.global_step), **row}

@@ -90,7 +90,7 @@ def probe_texts(example: Example) -> dict[str, ProbeText] | None:
         "after_think": ProbeText(text[: -len(tail + TURN_END + "\n")], tail, TURN_END),
         "end_think_after_first_pass": ProbeText(
             head + "\n\n".join(paras[: first + 1]),
-            f"\n{END_THINK}\n\n{example.answer.strip(chr(10))}",
+            f"\n{END_THINK}\n\n" + example.answer.strip("\n"),
             TURN_END,
         ),
     }
