@@ -1,7 +1,7 @@
 """Evaluate models on AIME24/AIME25, the embedded synthetic set or a JSONL (docs/design.md §7).
 
     python evaluate.py                                         # runs/default on the synthetic set, CPU
-    python evaluate.py runs/demo/crop=right,lsp=0.5 runs/demo/lsp=0.5 bench=synthetic_demo
+    python evaluate.py runs/demo/crop=right,lsp=0.5 runs/demo/lsp=0.5 bench=synthetic_long
     python evaluate.py sweep=runs/rq2_lsp bench=aime24,aime25   # every finished run of a sweep
 
 Thin wrapper around `kdlite.eval.run.evaluate(cfg)`. Run directories are passed as the shell

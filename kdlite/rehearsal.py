@@ -36,6 +36,7 @@ class RehearsalSettings:
     weight: float
     stepwise_share: float  # the base corpus's mix, from the base's kdlite_base.json
     chat_share: float
+    max_steps: int | None
     seed: int  # the run's seed
 
 
@@ -62,6 +63,7 @@ def settings_for(cfg: Any) -> RehearsalSettings | None:
         weight=float(r.weight),
         stepwise_share=float(recipe.get("stepwise_share", 0.0)),
         chat_share=float(recipe.get("chat_share", 0.0)),
+        max_steps=recipe.get("max_steps"),
         seed=int(cfg.seed),
     )
 
@@ -90,7 +92,10 @@ def step_rows(
 
     check_world(settings.rows, world)
     docs = generate_base_documents(
-        _step_seed(settings.seed, step), settings.stepwise_share, settings.chat_share
+        _step_seed(settings.seed, step),
+        settings.stepwise_share,
+        settings.chat_share,
+        settings.max_steps,
     )
     rows = next(packed_rows(docs, tokenizer, settings.seq_len, settings.rows))
     share = settings.rows // world

@@ -13,7 +13,7 @@ from kdlite.rehearsal import RehearsalSettings, rehearsal_ce, settings_for, step
 from tests.test_training import _first_step_grads, curve, make_cfg, training_mod
 
 SETTINGS = RehearsalSettings(
-    rows=4, seq_len=64, weight=1.0, stepwise_share=0.5, chat_share=0.3, seed=0
+    rows=4, seq_len=64, weight=1.0, stepwise_share=0.5, chat_share=0.3, max_steps=None, seed=0
 )
 
 
@@ -45,12 +45,27 @@ def test_rows_are_the_bases_corpus_with_its_chat_documents(embedded_tokenizer):
     assert "<think>" not in text
 
 
+def test_rows_keep_the_bases_step_limit(embedded_tokenizer):
+    """A base built with max_steps=2 rehearses 2-step solutions only (its corpus, not the traces')."""
+    short = dataclasses.replace(SETTINGS, max_steps=2, rows=8)
+    docs = []
+    for s in range(10):  # each step's last document is cut at the row end: left out
+        text = embedded_tokenizer.decode(step_rows(short, embedded_tokenizer, s).flatten())
+        docs += text.split("<|endoftext|>")[:-1]
+    solutions = [d for d in docs if "\nSolution: " in d or "<|im_start|>user" in d]
+    assert len(solutions) > 10
+    for d in solutions:  # problem sentences: the start, one per step, the question
+        problem = d.split("\nSolution: ")[0].split("<|im_start|>user\n")[-1].split("<|im_end|>")[0]
+        assert problem.count(".") - 1 == 2, d
+
+
 def test_settings_come_from_the_shipped_base_record_and_other_students_are_refused(tmp_path):
     assert settings_for(make_cfg(tmp_path)) is None  # rows=0: off
     s = settings_for(make_cfg(tmp_path, "pair.rehearsal.rows=2", "pair.rehearsal.weight=0.5"))
     assert s is not None and (s.rows, s.seq_len, s.weight) == (2, 256, 0.5)
     # the shipped student base's kdlite_base.json records its corpus mix
     assert 0 <= s.chat_share <= 1 and s.stepwise_share == 0.5
+    assert s.max_steps in (None, 2, 3)  # null in records written before the knob
     cfg = make_cfg(tmp_path / "r", "pair.rehearsal.rows=2", "pair.student.init=random")
     with pytest.raises(ConfigError, match=r"pair\.rehearsal\.rows: .*init='random'"):
         training_mod.train(cfg)

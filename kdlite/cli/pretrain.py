@@ -65,6 +65,10 @@ class PretrainRecipe:
     # share of worked solutions written in the chat layout with a short think block (the base's
     # instruction-style data; docs/mini-replication.md §5); the shipped bases before it had 0
     chat_share: float = 0.0
+    # worked solutions only of problems with at most this many steps (null: every problem); the
+    # student base is built with 2, so the 3-4-step problems are the teacher's to teach
+    # (docs/mini-replication.md §6); the shipped bases before it had null
+    max_steps: int | None = None
 
 
 def save_record(out: Path, record: dict[str, Any]) -> dict[str, Any]:
@@ -88,15 +92,18 @@ def lr_at(step: int, recipe: PretrainRecipe) -> float:
 
 
 @torch.no_grad()
-def direct_accuracy(model: Any, tokenizer: Any, n: int = 40, seed: int = 0) -> float:
-    """Greedy accuracy on `n` embedded-benchmark problems in the pre-training format
-    (problem, then "Solution:"): what the base can do before it ever sees a reasoning trace."""
+def direct_accuracy(
+    model: Any, tokenizer: Any, n: int = 40, seed: int = 0, min_steps: int = 2
+) -> float:
+    """Greedy accuracy on `n` embedded-benchmark problems (of at least `min_steps` steps) in the
+    pre-training format (problem, then "Solution:"): what the base can do before it ever sees a
+    reasoning trace."""
     from kdlite.data.synthetic import BOXED_RE, generate_benchmark
 
     model.eval()
     eos = tokenizer.convert_tokens_to_ids(ENDOFTEXT)
     correct = 0
-    for item in generate_benchmark(n, seed):
+    for item in generate_benchmark(n, seed, min_steps=min_steps):
         ids = tokenizer(item["problem"] + "\nSolution:", return_tensors="pt")["input_ids"]
         out = model.generate(
             ids, max_new_tokens=160, do_sample=False, eos_token_id=eos, pad_token_id=eos
@@ -129,7 +136,9 @@ def pretrain(
         betas=(0.9, 0.95),
     )
     rows = packed_rows(
-        generate_base_documents(recipe.seed, recipe.stepwise_share, recipe.chat_share),
+        generate_base_documents(
+            recipe.seed, recipe.stepwise_share, recipe.chat_share, recipe.max_steps
+        ),
         tokenizer,
         recipe.seq_len,
         recipe.batch,
@@ -159,6 +168,7 @@ def pretrain(
             )
     wall_s = time.perf_counter() - start
     accuracy = direct_accuracy(model, tokenizer, n=eval_problems)
+    accuracy_long = direct_accuracy(model, tokenizer, n=eval_problems, min_steps=3)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model.to(torch.bfloat16).save_pretrained(out)  # type: ignore[operator]  # HF method
@@ -171,17 +181,20 @@ def pretrain(
         "final_loss": sum(tail) / len(tail),
         "direct_accuracy": accuracy,
         "direct_accuracy_problems": eval_problems,
+        # the same on problems of 3-4 steps (the demo's benchmark, bench=synthetic_long)
+        "direct_accuracy_long": accuracy_long,
         "wall_s": round(wall_s, 1),
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
     }
     record = save_record(out, record)
     log.info(
-        "pretrain %s: %d steps in %.0f s, loss %.4f, direct accuracy %.1f%% -> %s",
+        "pretrain %s: %d steps in %.0f s, loss %.4f, direct accuracy %.1f%% (3-4 steps %.1f%%) -> %s",
         recipe.shape,
         recipe.steps,
         wall_s,
         record["final_loss"],
         100 * accuracy,
+        100 * accuracy_long,
         out,
     )
     return record
@@ -263,6 +276,8 @@ class Keys:
                                 "written one step per sentence")  # fmt: skip
     chat_share: float = arg(_RECIPE.chat_share, "stage=base: share of worked solutions written "
                             "in the chat layout with a short think block")  # fmt: skip
+    max_steps: int | None = arg(_RECIPE.max_steps, "stage=base: worked solutions only of problems "
+                                "with at most this many steps (null: all)")  # fmt: skip
 
 
 def parse_recipe(argv: list[str]) -> tuple[PretrainRecipe, str]:

@@ -42,6 +42,9 @@ from kdlite.data.render import render_text
 # 1 in BENCH_BUCKETS of the problem space (by hash of the arithmetic) is reserved for the benchmark.
 BENCH_BUCKETS = 10
 MAX_VALUE = 99
+# steps per problem and their weights: 2-step problems are half of every stream
+STEP_COUNTS, STEP_WEIGHTS = (2, 3, 4), (5, 4, 1)
+MIN_STEPS, MAX_STEPS = STEP_COUNTS[0], STEP_COUNTS[-1]
 
 # (name, subject pronoun, possessive)
 _PEOPLE = [
@@ -167,6 +170,11 @@ def is_benchmark_problem(key: str) -> bool:
     return int.from_bytes(digest[:8], "big") % BENCH_BUCKETS == 0
 
 
+def _check_steps(name: str, n: int) -> None:
+    if isinstance(n, bool) or not isinstance(n, int) or not MIN_STEPS <= n <= MAX_STEPS:
+        raise ValueError(f"{name} must be an integer in [{MIN_STEPS}, {MAX_STEPS}], got {n!r}")
+
+
 def _apply(x: int, op: str, k: int) -> int:
     if op == "+":
         return x + k
@@ -182,7 +190,7 @@ def _sample_problem(rng: random.Random) -> Problem:
     while True:
         start = rng.randint(2, 20)
         x, steps = start, []
-        for _ in range(rng.choices([2, 3, 4], weights=[5, 4, 1])[0]):
+        for _ in range(rng.choices(STEP_COUNTS, weights=STEP_WEIGHTS)[0]):
             ops = []
             if x < MAX_VALUE:
                 ops.append(("+", 3))
@@ -376,11 +384,18 @@ def generate_examples(n: int, seed: int) -> list[Example]:
     return out
 
 
-def generate_benchmark(n: int, seed: int) -> list[dict]:
-    """`n` benchmark problems `{id, problem, answer}`; `problem` has the training prompts' form."""
+def generate_benchmark(n: int, seed: int, min_steps: int = MIN_STEPS) -> list[dict]:
+    """`n` benchmark problems `{id, problem, answer}`; `problem` has the training prompts' form.
+
+    `min_steps` keeps only problems of at least that many steps (the stream's others are skipped,
+    so at the default every problem is kept and the benchmark is the one it always was). With
+    `min_steps=3` the benchmark is longer than any solution a base built with `max_steps=2` has
+    read (docs/mini-replication.md §6)."""
+    _check_steps("min_steps", min_steps)
     rng = random.Random(f"kdlite-synthetic-bench-{seed}")
+    long_enough = (p for p in _problems(rng, benchmark=True) if len(p.steps) >= min_steps)
     out = []
-    for i, p in enumerate(islice(_problems(rng, benchmark=True), n)):
+    for i, p in enumerate(islice(long_enough, n)):
         problem = _problem_text(p)
         out.append(
             {
@@ -438,7 +453,10 @@ def _chat_solution(p: Problem) -> str:
 
 
 def generate_base_documents(
-    seed: int, stepwise_share: float = 0.5, chat_share: float = 0.0
+    seed: int,
+    stepwise_share: float = 0.5,
+    chat_share: float = 0.0,
+    max_steps: int | None = None,
 ) -> Iterator[str]:
     """The tiny pair's *pre*-training corpus, forever.
 
@@ -458,6 +476,13 @@ def generate_base_documents(
     (docs/mini-replication.md §5). At 0 (the default) no draw is made: the stream is the one the
     shipped tiny-teacher-base was pre-trained on.
 
+    `max_steps` limits the worked solutions (all forms) to problems of at most that many steps
+    (the practice lines still draw facts from every problem: single equations); their arithmetic
+    can repeat, as there are only ~10k distinct 2-step training problems. A base that has
+    only read 2-step solutions cannot solve the 3- and 4-step problems the traces teach, as a real
+    base cannot solve competition problems before it is distilled (docs/mini-replication.md §6).
+    None (the default) keeps every problem: the stream is the one without the knob.
+
     No document holds a long-CoT trace, a self-reflection or a re-check, so a model pretrained on
     this corpus can read, copy, compute and state an answer, but not the reasoning format that
     distillation teaches.
@@ -465,8 +490,20 @@ def generate_base_documents(
     for name, share in (("stepwise_share", stepwise_share), ("chat_share", chat_share)):
         if not 0.0 <= share <= 1.0:
             raise ValueError(f"{name} must be in [0, 1], got {share}")
+    if max_steps is not None:
+        _check_steps("max_steps", max_steps)
     rng = random.Random(f"kdlite-synthetic-base-{seed}")
-    problems = _problems(random.Random(f"kdlite-synthetic-base-problems-{seed}"), benchmark=False)
+    problem_rng = random.Random(f"kdlite-synthetic-base-problems-{seed}")
+    if max_steps is None:
+        problems = _problems(problem_rng, benchmark=False)
+    else:
+        # ~10k distinct training-side 2-step problems exist, fewer than the ~50k solutions of a
+        # 1,600-step pre-training: a problem's arithmetic may come back, with other names and items
+        problems = (
+            p
+            for p in iter(lambda: _sample_problem(problem_rng), None)
+            if len(p.steps) <= max_steps and not is_benchmark_problem(p.key)
+        )
     while True:
         if rng.random() < 0.35:
             yield _drill(rng)

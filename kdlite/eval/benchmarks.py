@@ -110,7 +110,11 @@ def load_problems(bench) -> list[Problem]:
     elif bench.source == "synthetic":
         from kdlite.data.synthetic import generate_benchmark
 
-        problems = problems_from_rows(generate_benchmark(bench.size, bench.seed), "synthetic")
+        try:
+            rows = generate_benchmark(bench.size, bench.seed, min_steps=bench.min_steps)
+        except ValueError as e:
+            raise EvalError(f"bench {bench.name}: benches.{bench.name}.{e}") from None
+        problems = problems_from_rows(rows, "synthetic")
     elif bench.source == "hub":
         import datasets
 

@@ -32,6 +32,7 @@ class BenchConfig:
         None  # synthetic: problems generated; hub/jsonl: keep the first `size` (null = all)
     )
     seed: int = 0  # synthetic generator seed
+    min_steps: int = 2  # synthetic: only problems of at least this many steps (2 = all)
     prompt: str = "aime"  # aime = lighteval's AIME user prompt; plain = the problem text itself
     n_samples: int = 64
     temperature: float = 0.6

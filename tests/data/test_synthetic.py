@@ -246,3 +246,57 @@ def test_chat_share_writes_solutions_in_the_chat_layout_with_a_short_think_block
 
 def _apply_op(a: int, op: str, k: int) -> int:
     return {"+": a + k, "-": a - k, "*": a * k, "/": a // k}[op]
+
+
+def _steps(problem: str) -> int:
+    """Steps of a problem, from its wording: one sentence each between the start and the question."""
+    return problem.count(".") - 1
+
+
+def _problem_of(doc: str) -> str:
+    if doc.startswith("<|im_start|>user\n"):
+        return doc.removeprefix("<|im_start|>user\n").split("<|im_end|>")[0]
+    return doc.split("\nSolution: ")[0]
+
+
+def test_max_steps_keeps_base_solutions_short_and_leaves_the_stream_alone_when_unset():
+    """max_steps=2: every worked solution (plain, stepwise, chat) is of a 2-step problem, while the
+    default stream has 3- and 4-step ones; unset, the stream is the one without the knob."""
+    unset = list(islice(generate_base_documents(0, 0.5, 0.3), 800))
+    assert unset == list(islice(generate_base_documents(0, 0.5, 0.3, max_steps=None), 800))
+    assert {_steps(_problem_of(d)) for d in unset if not d.startswith("Practice: ")} == {2, 3, 4}
+    short = list(islice(generate_base_documents(0, 0.5, 0.3, max_steps=2), 800))
+    solutions = [d for d in short if not d.startswith("Practice: ")]
+    assert 0.5 < len(solutions) / len(short) < 0.8  # the document mix is kept
+    assert any(d.startswith("<|im_start|>user\n") for d in solutions)
+    assert any("\nSolution: Step by step. " in d for d in solutions)
+    for d in solutions:
+        problem = _problem_of(d)
+        assert _steps(problem) == 2, d
+        assert f"\\boxed{{{_solve(problem)}}}" in d
+    # a pre-training reads ~50k solutions, more than the ~10k distinct 2-step training problems:
+    # the stream goes on past them (repeating arithmetic under other names) instead of stalling
+    many = islice(generate_base_documents(0, 0.5, 0.3, max_steps=2), 20_000)
+    problems = [_problem_of(d) for d in many if not d.startswith("Practice: ")]
+    assert len(problems) > 12_000 and len(set(problems)) > 10_000
+    for bad in (1, 5, 2.5, True):
+        with pytest.raises(ValueError, match="max_steps must be an integer in \\[2, 4\\]"):
+            next(generate_base_documents(0, max_steps=bad))
+
+
+def test_min_steps_benchmark_is_the_long_problems_of_the_same_split():
+    everything = generate_benchmark(200, 0)
+    assert generate_benchmark(200, 0, min_steps=2) == everything  # the default is every problem
+    assert {_steps(b["problem"]) for b in everything} == {2, 3, 4}
+    long = generate_benchmark(60, 0, min_steps=3)
+    assert all(_steps(b["problem"]) >= 3 for b in long)
+    assert {_steps(b["problem"]) for b in long} == {3, 4}
+    # the same problems as the full stream's long ones, in order (ids are renumbered)
+    assert [b["problem"] for b in long] == [
+        b["problem"] for b in everything if _steps(b["problem"]) >= 3
+    ][:60]
+    for b in long:
+        assert str(_solve(b["problem"])) == b["answer"]
+    assert all(_steps(b["problem"]) == 4 for b in generate_benchmark(10, 0, min_steps=4))
+    with pytest.raises(ValueError, match="min_steps"):
+        generate_benchmark(5, 0, min_steps=5)

@@ -104,6 +104,27 @@ def test_synthetic_benchmark_loads():
     assert len(probs) == 5 and len({p.id for p in probs}) == 5
 
 
+def test_synthetic_long_benchmark_config_and_a_bad_min_steps():
+    """conf/bench/synthetic_long.yaml: 3- and 4-step problems only (the demo's benchmark); an
+    impossible step count is an EvalError naming the key, before any model is touched."""
+    from hydra import compose, initialize_config_dir
+
+    from kdlite.eval.config import BenchConfig
+
+    conf = Path(__file__).parents[2] / "conf"
+    with initialize_config_dir(str(conf), version_base=None):
+        cfg = compose("eval", overrides=["bench=synthetic_long"])
+    bench = BenchConfig(**cfg.benches.synthetic_long)
+    assert (bench.name, bench.min_steps, bench.prompt) == ("synthetic_long", 3, "plain")
+    probs = load_problems(bench)
+    assert len(probs) == bench.size
+    # problem sentences: the start, one per step, the question
+    assert {p.problem.count(".") - 1 for p in probs} == {3, 4}
+    bad = BenchConfig(name="s", source="synthetic", size=5, min_steps=6, prompt="plain")
+    with pytest.raises(EvalError, match=r"bench s: benches\.s\.min_steps must be an integer"):
+        load_problems(bad)
+
+
 def test_resolve_run_dir_hf_folder_and_hub_id(run_dir, tiny_model_dir, tmp_path):
     ref = resolve_model(str(run_dir), tmp_path / "out")
     assert (ref.kind, ref.path, ref.results_dir("aime24")) == (
