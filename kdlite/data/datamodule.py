@@ -19,6 +19,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -216,11 +217,13 @@ def _save_rendered(path: Path, train: Sequence[Any], val: Sequence[Any], manifes
         for split, items in (("train", train), ("val", val))
         for k, v in flat(items).items()
     }
-    tmp = path.with_suffix(".tmp.npz")
+    # Temporary names are per process: runs started together on one cache (the demo's two lanes,
+    # a grid on one node) each write their own file and rename it into place; the contents agree.
+    tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
     np.savez(tmp, **arrays)  # type: ignore[arg-type]  # numpy's stub types **kwds as bool
     tmp.replace(path)
     # Written last and renamed into place: prepare_data trusts the cache only when both exist.
-    manifest_tmp = path.with_suffix(".manifest.json.tmp")
+    manifest_tmp = path.with_suffix(f".manifest.json.{os.getpid()}.tmp")
     manifest_tmp.write_text(json.dumps(manifest, indent=1))
     manifest_tmp.replace(path.with_suffix(".manifest.json"))
 
