@@ -17,7 +17,7 @@ Documents are packed back to back into `seq_len` rows separated by `<|endoftext|
 crossing document boundaries, as usual for LM pre-training (unlike distillation, where
 `kdlite.data.packing` keeps examples apart): every token is trained, none is padding.
 
-    python -m kdlite.cli.pretrain shape=tiny-student steps=1600 chat_share=0.3  # -> ...-student-base
+    python -m kdlite.cli.pretrain shape=tiny-student steps=1600 chat_share=0.3 max_steps=2  # -> ...-student-base
     python -m kdlite.cli.pretrain shape=tiny-teacher steps=1500 stepwise_share=0   # -> ...-base
     python -m kdlite.cli.pretrain stage=reasoning   # -> kdlite/assets/tiny-teacher-reasoning
 
