@@ -9,7 +9,7 @@ export HF_DATASETS_OFFLINE ?= 1
 export WANDB_MODE ?= offline
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: help install demo train test test-slow test-gpu gpu-check lint fmt bench report tiny-models clean
+.PHONY: help install demo demo-lane-left demo-lane-rest train test test-slow test-gpu gpu-check lint fmt bench report tiny-models clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -24,21 +24,33 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## create .venv and install kdlite with its dev tools (offline-safe, CPU torch)
 
-demo: $(STAMP) ## the study in miniature on a CPU (~37 min): train, evaluate, report into runs/demo
-	$(PY) train.py -m experiment=demo lsp=0.25,0.5,1.0 trainer.progress_bar=false
-	$(PY) train.py -m experiment=demo crop=right lsp=0.5 trainer.progress_bar=false
-	$(PY) train.py -m experiment=demo supervise=cot,a trainer.progress_bar=false
+demo: $(STAMP) ## the study in miniature on a CPU (~NN min): train, evaluate, report into runs/demo
+	# two lanes side by side, one thread each (on 2 cores that is ~1.7x the throughput of one job on
+	# two threads: the tiny models' matmuls are too small to share between threads; BENCHMARKS.md)
+	$(MAKE) --no-print-directory -j2 demo-lane-left demo-lane-rest
+	$(PY) -m kdlite.cli.report runs=runs/demo
+
+# One lane of `make demo`: train its conditions, then evaluate and probe them (docs/mini-replication.md).
+DEMO_TRAIN := $(PY) train.py -m experiment=demo trainer.progress_bar=false
+DEMO_EVAL := $(PY) evaluate.py bench=synthetic_long out_dir=runs/demo/baseline
+DEMO_PROBE := $(PY) -m kdlite.cli.probe out_dir=runs/demo/baseline
+demo-lane-left demo-lane-rest: export OMP_NUM_THREADS = 1
+
+demo-lane-left: $(STAMP)
+	$(DEMO_TRAIN) lsp=0.25,0.5,1.0
+	$(DEMO_EVAL) "model=['runs/demo/lsp=0.25','runs/demo/lsp=0.5','runs/demo/lsp=1.0']"
+	$(DEMO_PROBE) "model=['runs/demo/lsp=0.25','runs/demo/lsp=0.5','runs/demo/lsp=1.0']"
+
+demo-lane-rest: $(STAMP)
+	# the un-distilled student base and the teacher, then the other conditions
 	$(PY) -m kdlite.cli.export out=runs/demo/baseline/tiny-student
 	$(PY) -m kdlite.cli.export out=runs/demo/baseline/tiny-teacher role=teacher
-	$(PY) evaluate.py bench=synthetic_demo out_dir=runs/demo/baseline "model=[$$( \
-	  (ls -d runs/demo/*/export | sed 's#/export$$##'; \
-	   echo runs/demo/baseline/tiny-student; echo runs/demo/baseline/tiny-teacher) \
-	  | sed "s/.*/'&'/" | paste -sd, -)]"
-	# the closing probe (docs/mini-replication.md): every student, the base before distillation
-	$(PY) -m kdlite.cli.probe out_dir=runs/demo/baseline "model=[$$( \
-	  (ls -d runs/demo/*/export | sed 's#/export$$##'; echo runs/demo/baseline/tiny-student) \
-	  | sed "s/.*/'&'/" | paste -sd, -)]"
-	$(PY) -m kdlite.cli.report runs=runs/demo
+	$(DEMO_EVAL) "model=['runs/demo/baseline/tiny-student','runs/demo/baseline/tiny-teacher']"
+	$(DEMO_PROBE) "model=['runs/demo/baseline/tiny-student']"
+	$(DEMO_TRAIN) crop=right lsp=0.5
+	$(DEMO_TRAIN) supervise=cot,a
+	$(DEMO_EVAL) "model=['runs/demo/crop=right,lsp=0.5','runs/demo/supervise=cot','runs/demo/supervise=a']"
+	$(DEMO_PROBE) "model=['runs/demo/crop=right,lsp=0.5','runs/demo/supervise=cot','runs/demo/supervise=a']"
 
 train: $(STAMP) ## one run on the embedded default: `python train.py` (tiny pair, CPU, ~5 min)
 	$(PY) train.py
@@ -65,7 +77,7 @@ fmt: $(STAMP) ## apply ruff fixes and formatting
 	$(VENV)/bin/ruff format .
 
 tiny-models: $(STAMP) ## rebuild the shipped tiny pair weights in kdlite/assets (~35 min on 2 cores)
-	$(PY) -m kdlite.cli.pretrain shape=tiny-student steps=1600 chat_share=0.3
+	$(PY) -m kdlite.cli.pretrain shape=tiny-student steps=1600 chat_share=0.3 max_steps=2
 	# the shipped teacher base predates the step-by-step solutions in the base corpus
 	$(PY) -m kdlite.cli.pretrain shape=tiny-teacher steps=1500 stepwise_share=0
 	$(PY) -m kdlite.cli.pretrain stage=reasoning
