@@ -24,9 +24,9 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## create .venv and install kdlite with its dev tools (offline-safe, CPU torch)
 
-demo: $(STAMP) ## the study in miniature on a CPU (~NN min): train, evaluate, report into runs/demo
-	# two lanes side by side, one thread each (on 2 cores that is ~1.7x the throughput of one job on
-	# two threads: the tiny models' matmuls are too small to share between threads; BENCHMARKS.md)
+demo: $(STAMP) ## the study in miniature on a CPU (~22 min): train, evaluate, report into runs/demo
+	# two lanes side by side, one thread each: a tiny model runs nearly as fast on one thread as on
+	# two, so on 2 cores this is ~1.7x the throughput of one lane (BENCHMARKS.md, 2026-12-04 10:27)
 	$(MAKE) --no-print-directory -j2 demo-lane-left demo-lane-rest
 	$(PY) -m kdlite.cli.report runs=runs/demo
 
