@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import struct
+from collections.abc import Callable
 from pathlib import Path
 
 import lightning as L
@@ -103,19 +104,26 @@ def test_progress_bar_total_counts_the_micro_batches_max_steps_will_do(tmp_path)
 
 
 # ---- W&B offline files ---------------------------------------------------------------------------
-def wandb_records(run_dir: Path, wait_s: float = 30.0) -> list[tuple[str, object]]:
+def wandb_records(
+    run_dir: Path, wait_s: float = 30.0, ready: Callable[[list], bool] | None = None
+) -> list[tuple[str, object]]:
     """(kind, record) of every offline W&B file under run_dir, in file order (leveldb log format:
     a 7-byte file header, then 32 KiB blocks of <crc, length, type> chunks). W&B's writer is
-    another process and may still be flushing when the caller returns on a busy machine: read
-    again until a file holds its run record, for up to `wait_s` seconds."""
+    another process and may still be flushing when the caller returns: read again until `ready`
+    holds (default: a file holds its run record), for up to `wait_s` seconds."""
     import time
 
+    ready = ready or (lambda recs: any(kind == "run" for kind, _ in recs))
     deadline = time.monotonic() + wait_s
     while True:
         out = _read_wandb_records(run_dir)
-        if any(kind == "run" for kind, _ in out) or time.monotonic() > deadline:
+        if ready(out) or time.monotonic() > deadline:
             return out
         time.sleep(0.5)
+
+
+def _summary_keys(recs) -> set[str]:
+    return set().union(*(_keys(r.summary.update) for kind, r in recs if kind == "summary"))
 
 
 def _read_wandb_records(run_dir: Path) -> list[tuple[str, object]]:
@@ -180,9 +188,9 @@ def test_one_wandb_run_per_run_directory_across_resumes_and_eval_scores(tmp_path
                        "benches.synthetic.size=3"],
         )  # fmt: skip
     evaluate(ecfg)
-    recs = wandb_records(run)
+    recs = wandb_records(run, ready=lambda recs: "eval/synthetic/avg_at_n" in _summary_keys(recs))
     assert {r.run.run_id for kind, r in recs if kind == "run"} == {stored["id"]}
-    summary = set().union(*(_keys(r.summary.update) for kind, r in recs if kind == "summary"))
+    summary = _summary_keys(recs)
     for key in ("avg_at_n", "avg_at_n_strict", "pass@1", "pass@2", "ci95_low", "ci95_high"):
         assert f"eval/synthetic/{key}" in summary, key
 
