@@ -187,12 +187,18 @@ def test_pretrain_arguments_are_parsed_and_checked(capsys):
     from kdlite.cli.pretrain import parse_recipe
 
     recipe, out = parse_recipe(["shape=tiny-student", "steps=8", "stepwise_share=0", "out=/x"])
-    assert (recipe.steps, recipe.stepwise_share, out) == (8, 0.0, "/x")
+    assert (recipe.steps, recipe.stepwise_share, recipe.max_steps, out) == (8, 0.0, None, "/x")
+    assert parse_recipe(["shape=tiny-student", "steps=8", "max_steps=2"])[0].max_steps == 2
     assert parse_recipe(["shape=tiny-student", "steps=8"])[1].endswith("tiny-student-base")
     for argv, said in (
         (["shape=tiny-student", "steps=8", "shares=1"], "unknown key 'shares'"),
         (["shape=tiny-student", "steps=eight"], "steps=eight"),
         (["shape=tiny-student"], "needs shape=... and steps=..."),
+        (
+            ["shape=tiny-student", "steps=8", "max_steps=5"],
+            "max_steps must be an integer in [2, 4]",
+        ),
+        (["shape=tiny-student", "steps=8", "chat_share=2"], "chat_share must be in [0, 1]"),
     ):
         with pytest.raises(SystemExit):
             parse_recipe(argv)

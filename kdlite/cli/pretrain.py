@@ -292,7 +292,14 @@ def _recipe(keys: Keys) -> PretrainRecipe:
     if keys.shape is None or keys.steps is None:
         raise UsageError(PROG, "stage=base needs shape=... and steps=... (see --help)")
     fields = {k: v for k, v in asdict(keys).items() if k in PretrainRecipe.__annotations__}
-    return PretrainRecipe(**fields)
+    recipe = PretrainRecipe(**fields)
+    from kdlite.data.synthetic import generate_base_documents
+
+    try:  # the corpus checks its own knobs on the first draw: refuse before any model is built
+        next(generate_base_documents(0, recipe.stepwise_share, recipe.chat_share, recipe.max_steps))
+    except ValueError as e:
+        raise UsageError(PROG, str(e)) from None
+    return recipe
 
 
 def main(argv: list[str] | None = None) -> None:
