@@ -180,16 +180,21 @@ def random_model(
     dtype: torch.dtype = torch.float32,
     attn_implementation: str = "sdpa",
     seed: int | None = None,
+    device: torch.device | str | None = None,
 ) -> nn.Module:
-    """A Qwen3ForCausalLM with random weights in one of `QWEN3_SHAPES` (no download)."""
+    """A Qwen3ForCausalLM with random weights in one of `QWEN3_SHAPES` (no download).
+
+    `device` builds the weights there directly (an 8B model initialised on a CPU and then moved takes
+    minutes; on the GPU, seconds)."""
     from transformers import Qwen3ForCausalLM
 
     config = qwen3_config(shape, vocab_size)
     if seed is not None:
         torch.manual_seed(seed)
-    model = Qwen3ForCausalLM._from_config(
-        config, attn_implementation=attn_implementation, dtype=dtype
-    )
+    with torch.device(device or "cpu"):
+        model = Qwen3ForCausalLM._from_config(
+            config, attn_implementation=attn_implementation, dtype=dtype
+        )
     return model
 
 

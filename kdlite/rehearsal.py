@@ -37,6 +37,7 @@ class RehearsalSettings:
     stepwise_share: float  # the base corpus's mix, from the base's kdlite_base.json
     chat_share: float
     max_steps: int | None
+    check_share: float
     seed: int  # the run's seed
 
 
@@ -64,6 +65,7 @@ def settings_for(cfg: Any) -> RehearsalSettings | None:
         stepwise_share=float(recipe.get("stepwise_share", 0.0)),
         chat_share=float(recipe.get("chat_share", 0.0)),
         max_steps=recipe.get("max_steps"),
+        check_share=float(recipe.get("check_share", 0.0)),
         seed=int(cfg.seed),
     )
 
@@ -96,6 +98,7 @@ def step_rows(
         settings.stepwise_share,
         settings.chat_share,
         settings.max_steps,
+        settings.check_share,
     )
     rows = next(packed_rows(docs, tokenizer, settings.seq_len, settings.rows))
     share = settings.rows // world

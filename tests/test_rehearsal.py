@@ -13,7 +13,14 @@ from kdlite.rehearsal import RehearsalSettings, rehearsal_ce, settings_for, step
 from tests.test_training import _first_step_grads, curve, make_cfg, training_mod
 
 SETTINGS = RehearsalSettings(
-    rows=4, seq_len=64, weight=1.0, stepwise_share=0.5, chat_share=0.3, max_steps=None, seed=0
+    rows=4,
+    seq_len=64,
+    weight=1.0,
+    stepwise_share=0.5,
+    chat_share=0.3,
+    max_steps=None,
+    check_share=0.0,
+    seed=0,
 )
 
 

@@ -71,8 +71,8 @@ def build_pair(pair: str, vocab_size: int | None, dtype: torch.dtype, device: to
     from kdlite.models import random_model
 
     t_shape, s_shape = pair_shapes(pair)
-    teacher = random_model(t_shape, vocab_size=vocab_size, dtype=dtype, seed=0).to(device)
-    student = random_model(s_shape, vocab_size=vocab_size, dtype=dtype, seed=1).to(device)
+    teacher = random_model(t_shape, vocab_size=vocab_size, dtype=dtype, seed=0, device=device)
+    student = random_model(s_shape, vocab_size=vocab_size, dtype=dtype, seed=1, device=device)
     teacher.eval().requires_grad_(False)
     student.train()
     return teacher, student

@@ -69,6 +69,9 @@ class PretrainRecipe:
     # student base is built with 2, so the 3-4-step problems are the teacher's to teach
     # (docs/mini-replication.md §6); the shipped bases before it had null
     max_steps: int | None = None
+    # share of the chat-layout solutions whose think block verifies the answer before it ends
+    # (docs/mini-replication.md §7); the shipped bases before it had 0
+    check_share: float = 0.0
 
 
 def save_record(out: Path, record: dict[str, Any]) -> dict[str, Any]:
@@ -137,7 +140,11 @@ def pretrain(
     )
     rows = packed_rows(
         generate_base_documents(
-            recipe.seed, recipe.stepwise_share, recipe.chat_share, recipe.max_steps
+            recipe.seed,
+            recipe.stepwise_share,
+            recipe.chat_share,
+            recipe.max_steps,
+            recipe.check_share,
         ),
         tokenizer,
         recipe.seq_len,
@@ -278,6 +285,8 @@ class Keys:
                             "in the chat layout with a short think block")  # fmt: skip
     max_steps: int | None = arg(_RECIPE.max_steps, "stage=base: worked solutions only of problems "
                                 "with at most this many steps (null: all)")  # fmt: skip
+    check_share: float = arg(_RECIPE.check_share, "stage=base: share of chat-layout solutions "
+                             "that check the answer before the think block ends")  # fmt: skip
 
 
 def parse_recipe(argv: list[str]) -> tuple[PretrainRecipe, str]:
@@ -296,7 +305,11 @@ def _recipe(keys: Keys) -> PretrainRecipe:
     from kdlite.data.synthetic import generate_base_documents
 
     try:  # the corpus checks its own knobs on the first draw: refuse before any model is built
-        next(generate_base_documents(0, recipe.stepwise_share, recipe.chat_share, recipe.max_steps))
+        next(
+            generate_base_documents(
+                0, recipe.stepwise_share, recipe.chat_share, recipe.max_steps, recipe.check_share
+            )
+        )
     except ValueError as e:
         raise UsageError(PROG, str(e)) from None
     return recipe

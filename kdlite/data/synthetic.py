@@ -315,6 +315,17 @@ def _self_checks(p: Problem, rng: random.Random) -> dict[int, list[str]]:
     return out
 
 
+def _undo_all(p: Problem) -> list[str]:
+    """The backward re-check's sentences: every step undone from the answer to the start, then the
+    sentence that closes it ("That is exactly the ... started with, so N is right.")."""
+    values, y = p.values, p.answer
+    out = [_backward(p.steps[i], values[i], values[i + 1]) for i in range(len(p.steps) - 1, -1, -1)]
+    out.append(
+        f"That is exactly the {p.start} {p.items} {p.person[0]} started with, so {y} is right."
+    )
+    return out
+
+
 def _trace(p: Problem, rng: random.Random) -> tuple[str, str]:
     """(cot, answer) for a problem."""
     name, _, _ = p.person
@@ -347,9 +358,7 @@ def _trace(p: Problem, rng: random.Random) -> tuple[str, str]:
             f"made a slip in the last step: {values[-2]} {last.op} {last.k} = {y}, not {wrong}. "
             f"So {name} actually has {y} {p.items}. Let me recheck from {y} going backwards."
         )
-    for i in range(n - 1, -1, -1):
-        check.append(_backward(p.steps[i], values[i], values[i + 1]))
-    check.append(f"That is exactly the {p.start} {p.items} {name} started with, so {y} is right.")
+    check += _undo_all(p)
     paras.append(" ".join(check))
 
     # the verification goes on after the re-check (the study: the later tokens of a trace are
@@ -442,13 +451,30 @@ def _worked_solution(p: Problem, stepwise: bool) -> str:
     return f"{head}Step by step. {_first_pass(p, y)} The answer is \\boxed{{{y}}}."
 
 
-def _chat_solution(p: Problem) -> str:
+def _chat_solution(p: Problem, rng: random.Random | None = None) -> str:
     """A problem solved in the chat layout (docs/design.md §3) with a *short* think block: the
     first-pass derivation in a trace's words, no self-check, no re-check; then the one-line chain
     and the boxed answer, and the turn's end. What a base model has read of instruction-style
-    reasoning data: it knows where a think block ends and what follows it, but not long CoT."""
-    first_pass = f"First, {_first_pass(p, p.answer)}"
-    text = render_text(Example(_problem_text(p), first_pass, _answer_section(p), ""))
+    reasoning data: it knows where a think block ends and what follows it, but not long CoT.
+
+    With `rng` (`check_share` of `generate_base_documents`) the think block goes on after the
+    first pass with a verification of random length, made of the trace's own parts, each complete:
+    the backward re-check (cue, every step undone, "so N is right."), the forward re-check of the
+    chain, a concluding sentence; at least one, in that order; then it ends. So the base has read
+    think blocks that end after a check of any length, not only after a first pass."""
+    thought = f"First, {_first_pass(p, p.answer)}"
+    if rng is not None:
+        y = p.answer
+        parts = [
+            " ".join([rng.choice(CHECK_CUES).format(y=y), *_undo_all(p)]),
+            rng.choice(_SECOND_CHECKS).format(chain=_chain(p)),
+            rng.choice(_CONCLUSIONS).format(name=p.person[0], y=y, items=p.items),
+        ]
+        keep = [
+            part for part, share in zip(parts, (0.8, 0.5, 0.5), strict=True) if rng.random() < share
+        ]
+        thought = "\n\n".join([thought, *(keep or parts[:1])])
+    text = render_text(Example(_problem_text(p), thought, _answer_section(p), ""))
     return text.rstrip("\n")
 
 
@@ -457,6 +483,7 @@ def generate_base_documents(
     stepwise_share: float = 0.5,
     chat_share: float = 0.0,
     max_steps: int | None = None,
+    check_share: float = 0.0,
 ) -> Iterator[str]:
     """The tiny pair's *pre*-training corpus, forever.
 
@@ -483,11 +510,18 @@ def generate_base_documents(
     base cannot solve competition problems before it is distilled (docs/mini-replication.md §6).
     None (the default) keeps every problem: the stream is the one without the knob.
 
-    No document holds a long-CoT trace, a self-reflection or a re-check, so a model pretrained on
-    this corpus can read, copy, compute and state an answer, but not the reasoning format that
-    distillation teaches.
+    `check_share` of the chat-layout solutions verify their answer before the think block ends
+    (`_chat_solution` with a check of random length, 2-step problems' checks when `max_steps=2`):
+    a base that has read think blocks ending after a check can end its own after one, which a
+    student trained on the first half of traces never sees (docs/mini-replication.md §7). At 0
+    (the default) no draw is made: the stream is the one without the knob.
+
+    No document holds a long-CoT trace or a self-reflection inside a first pass (and, at
+    `check_share=0`, no re-check), so a model pretrained on this corpus can read, copy, compute
+    and state an answer, but not the reasoning format that distillation teaches.
     """
-    for name, share in (("stepwise_share", stepwise_share), ("chat_share", chat_share)):
+    shares = (("stepwise_share", stepwise_share), ("chat_share", chat_share))
+    for name, share in (*shares, ("check_share", check_share)):
         if not 0.0 <= share <= 1.0:
             raise ValueError(f"{name} must be in [0, 1], got {share}")
     if max_steps is not None:
@@ -511,7 +545,8 @@ def generate_base_documents(
         # no draw at share 0: that stream is the first corpus's, document for document (it made
         # the shipped tiny-teacher-base)
         if chat_share > 0 and rng.random() < chat_share:
-            yield _chat_solution(next(problems))
+            checked = check_share > 0 and rng.random() < check_share
+            yield _chat_solution(next(problems), rng if checked else None)
             continue
         stepwise = stepwise_share > 0 and rng.random() < stepwise_share
         yield _worked_solution(next(problems), stepwise)

@@ -244,6 +244,44 @@ def test_chat_share_writes_solutions_in_the_chat_layout_with_a_short_think_block
         next(generate_base_documents(0, chat_share=-0.1))
 
 
+def test_check_share_ends_chat_think_blocks_after_a_complete_check_of_any_length():
+    """check_share: chat solutions whose think block verifies the answer after the first pass, with
+    complete parts of a trace's verification (backward re-check, forward re-check, conclusion), at
+    least one, in the trace's order, then `</think>` and the answer; share 0 draws nothing extra."""
+    docs = list(islice(generate_base_documents(0, 0.5, 0.5, max_steps=2, check_share=0.5), 1500))
+    chats = [d for d in docs if d.startswith("<|im_start|>user\n")]
+    checked, kinds = 0, set()
+    for d in chats:
+        problem = _problem_of(d)
+        y = str(_solve(problem))
+        think, answer = d.split("<think>\nFirst, ")[1].split("\n</think>\n\n")
+        first, *checks = think.split("\n\n")
+        assert first.endswith(" at the end.") and f" has {y} " in first.rsplit(". ", 1)[-1]
+        assert answer.endswith(f"The answer is \\boxed{{{y}}}.<|im_end|>")
+        for a, op, k, b in EQ_RE.findall(d):
+            assert _apply_op(int(a), op, int(k)) == int(b), d
+        if not checks:
+            continue
+        checked += 1
+        kind = tuple(
+            "back" if c.endswith(f"so {y} is right.") else "chain" if "arithmetic" in c else "end"
+            for c in checks
+        )
+        assert list(kind) == sorted(kind, key=("back", "chain", "end").index) and len(
+            set(kind)
+        ) == len(kind)
+        kinds.add(kind)
+        if kind[0] == "back":
+            assert CUE_RE.search(checks[0]) and f"from {y}." in checks[0].split(". ")[0] + "."
+    assert 0.35 < checked / len(chats) < 0.65
+    assert len(kinds) >= 5  # checks of many lengths, each complete
+    base = list(islice(generate_base_documents(0, 0.5, 0.5, max_steps=2), 300))
+    assert base == list(islice(generate_base_documents(0, 0.5, 0.5, 2, check_share=0.0), 300))
+    assert not any("is right." in d for d in base)
+    with pytest.raises(ValueError, match="check_share"):
+        next(generate_base_documents(0, chat_share=0.3, check_share=1.5))
+
+
 def _apply_op(a: int, op: str, k: int) -> int:
     return {"+": a + k, "-": a - k, "*": a * k, "/": a // k}[op]
 
