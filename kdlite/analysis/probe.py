@@ -18,6 +18,10 @@ forcing, at two points:
   trace's own answer section and `<|im_end|>`. Where a base that has read short chat-layout
   solutions (`generate_base_documents(chat_share=...)`) ends its think block; a left-cropped student
   that kept that habit stops thinking once its first pass has derived the answer.
+- `end_think_after_recheck`: the same chat closing after the re-check paragraph ("... so 12 is
+  right."). Where a base that has read think blocks ending after a check
+  (`generate_base_documents(check_share=...)`) can end its own; the point a left-cropped student
+  reaches when it completes the re-check it saw begin (docs/mini-replication.md §7).
 The first two points measure the base's habit; a student that has learned the trace format has
 also learned that a trace does not close there (it starts a re-check), so a collapse at those
 points is forgetting *and* format learning. `after_think` is the closing that evaluation needs.
@@ -47,7 +51,13 @@ from kdlite.data.example import Example
 from kdlite.data.render import render_text
 from kdlite.data.synthetic import CUE_RE, boxed_answer
 
-POINTS = ("after_first_pass", "after_recheck", "after_think", "end_think_after_first_pass")
+POINTS = (
+    "after_first_pass",
+    "after_recheck",
+    "after_think",
+    "end_think_after_first_pass",
+    "end_think_after_recheck",
+)
 CLOSING = " The answer is \\boxed{{{answer}}}."
 DEFAULT_END = ENDOFTEXT
 TURN_END = IM_END
@@ -84,15 +94,14 @@ def probe_texts(example: Example) -> dict[str, ProbeText] | None:
     tail = closing.lstrip()
     if not text.endswith(tail + TURN_END + "\n"):
         raise ValueError(f"{example.source_id}: the answer section does not end in {tail!r}")
+    after_first, after_recheck = (head + "\n\n".join(paras[: k + 1]) for k in (first, first + 1))
+    end_think = f"\n{END_THINK}\n\n" + example.answer.strip("\n")
     return {
-        "after_first_pass": ProbeText(head + "\n\n".join(paras[: first + 1]), closing),
-        "after_recheck": ProbeText(head + "\n\n".join(paras[: first + 2]), closing),
+        "after_first_pass": ProbeText(after_first, closing),
+        "after_recheck": ProbeText(after_recheck, closing),
         "after_think": ProbeText(text[: -len(tail + TURN_END + "\n")], tail, TURN_END),
-        "end_think_after_first_pass": ProbeText(
-            head + "\n\n".join(paras[: first + 1]),
-            f"\n{END_THINK}\n\n" + example.answer.strip("\n"),
-            TURN_END,
-        ),
+        "end_think_after_first_pass": ProbeText(after_first, end_think, TURN_END),
+        "end_think_after_recheck": ProbeText(after_recheck, end_think, TURN_END),
     }
 
 

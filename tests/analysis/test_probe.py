@@ -44,8 +44,8 @@ def test_probe_points_are_cuts_of_the_rendered_trace(examples):
         text = render_text(example)
         closing = CLOSING.format(answer=boxed_answer(example))
         assert set(texts) == set(POINTS)
-        first, recheck, think, end_think = (texts[p] for p in POINTS)
-        for probe in (first, recheck, think, end_think):
+        first, recheck, think, end_think, end_recheck = (texts[p] for p in POINTS)
+        for probe in (first, recheck, think, end_think, end_recheck):
             assert text.startswith(probe.context)
         assert first.context.endswith("at the end.") and "<think>\n" in first.context
         assert len(first.context) < len(recheck.context) < len(think.context)
@@ -57,6 +57,9 @@ def test_probe_points_are_cuts_of_the_rendered_trace(examples):
         assert end_think.context == first.context and end_think.end == "<|im_end|>"
         answer = example.answer.strip("\n")
         assert end_think.closing == f"\n</think>\n\n{answer}" and answer.endswith(closing.lstrip())
+        # and after the re-check: the same closing where a completed check ends
+        assert end_recheck.context == recheck.context
+        assert (end_recheck.closing, end_recheck.end) == (end_think.closing, end_think.end)
     assert usable > 40 and slips > 0
 
 
