@@ -189,6 +189,8 @@ def test_pretrain_arguments_are_parsed_and_checked(capsys):
     recipe, out = parse_recipe(["shape=tiny-student", "steps=8", "stepwise_share=0", "out=/x"])
     assert (recipe.steps, recipe.stepwise_share, recipe.max_steps, out) == (8, 0.0, None, "/x")
     assert parse_recipe(["shape=tiny-student", "steps=8", "max_steps=2"])[0].max_steps == 2
+    checked = parse_recipe(["shape=tiny-student", "steps=8", "chat_share=0.3", "check_share=0.5"])
+    assert checked[0].check_share == 0.5
     assert parse_recipe(["shape=tiny-student", "steps=8"])[1].endswith("tiny-student-base")
     for argv, said in (
         (["shape=tiny-student", "steps=8", "shares=1"], "unknown key 'shares'"),
@@ -199,6 +201,7 @@ def test_pretrain_arguments_are_parsed_and_checked(capsys):
             "max_steps must be an integer in [2, 4]",
         ),
         (["shape=tiny-student", "steps=8", "chat_share=2"], "chat_share must be in [0, 1]"),
+        (["shape=tiny-student", "steps=8", "check_share=0.5"], "chat_share is 0"),
     ):
         with pytest.raises(SystemExit):
             parse_recipe(argv)

@@ -520,10 +520,18 @@ def generate_base_documents(
     `check_share=0`, no re-check), so a model pretrained on this corpus can read, copy, compute
     and state an answer, but not the reasoning format that distillation teaches.
     """
-    shares = (("stepwise_share", stepwise_share), ("chat_share", chat_share))
-    for name, share in (*shares, ("check_share", check_share)):
+    for name, share in (
+        ("stepwise_share", stepwise_share),
+        ("chat_share", chat_share),
+        ("check_share", check_share),
+    ):
         if not 0.0 <= share <= 1.0:
             raise ValueError(f"{name} must be in [0, 1], got {share}")
+    if check_share > 0 and chat_share == 0:
+        raise ValueError(
+            f"check_share={check_share} is a share of the chat-layout solutions, and chat_share is "
+            "0: there are none to check (set chat_share > 0, or check_share=0)"
+        )
     if max_steps is not None:
         _check_steps("max_steps", max_steps)
     rng = random.Random(f"kdlite-synthetic-base-{seed}")

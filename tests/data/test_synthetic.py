@@ -280,6 +280,8 @@ def test_check_share_ends_chat_think_blocks_after_a_complete_check_of_any_length
     assert not any("is right." in d for d in base)
     with pytest.raises(ValueError, match="check_share"):
         next(generate_base_documents(0, chat_share=0.3, check_share=1.5))
+    with pytest.raises(ValueError, match="check_share=0.5 is a share of the chat-layout"):
+        next(generate_base_documents(0, check_share=0.5))  # no chat solutions to check
 
 
 def _apply_op(a: int, op: str, k: int) -> int:
