@@ -27,8 +27,12 @@ also learned that a trace does not close there (it starts a re-check), so a coll
 points is forgetting *and* format learning. `after_think` is the closing that evaluation needs.
 Per point: the mean over traces of the closing's summed log-prob (text + end token), the same per
 token, the text and the end token apart, and the share of traces whose every closing token is the
-model's argmax ("greedy closes": greedy decoding would write exactly this closing). A few greedy
-continuations are kept as samples, decoded with special tokens.
+model's argmax ("greedy closes": greedy decoding would write exactly this closing). The closing's
+answer can be wrong (a tiny base cannot compute a 4-step chain) while the model still decides to
+close, so the decision is also scored alone: `p_lead`, the mean probability of the closing's lead
+(`\n</think>` at the `end_think_*` points, "The answer is" at the others), and `lead_greedy`, the
+share of traces where greedy decoding writes it. A few greedy continuations are kept as samples,
+decoded with special tokens.
 
 Traces whose first pass concludes a wrong value (the corpus's deliberate slips) are skipped and
 counted: a closing with the gold N after a wrong first pass is not the habit being probed.
@@ -39,6 +43,7 @@ folder, picks held-out traces and writes `probe.json` beside the model's evaluat
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -69,6 +74,9 @@ class ProbeText:
     context: str  # the chat-layout text up to the probe point
     closing: str  # the closing text, without the end token
     end: str | None = None  # the end token; None: the probe's `end`
+    # the closing's first words that make the decision to close here ("\n</think>", "The answer
+    # is"); the rest is the answer, which a model may get wrong while still deciding to close
+    lead: str = ""
 
 
 def probe_texts(example: Example) -> dict[str, ProbeText] | None:
@@ -96,12 +104,15 @@ def probe_texts(example: Example) -> dict[str, ProbeText] | None:
         raise ValueError(f"{example.source_id}: the answer section does not end in {tail!r}")
     after_first, after_recheck = (head + "\n\n".join(paras[: k + 1]) for k in (first, first + 1))
     end_think = f"\n{END_THINK}\n\n" + example.answer.strip("\n")
+    says, ends = closing[: closing.index(" \\boxed")], f"\n{END_THINK}"
     return {
-        "after_first_pass": ProbeText(after_first, closing),
-        "after_recheck": ProbeText(after_recheck, closing),
-        "after_think": ProbeText(text[: -len(tail + TURN_END + "\n")], tail, TURN_END),
-        "end_think_after_first_pass": ProbeText(after_first, end_think, TURN_END),
-        "end_think_after_recheck": ProbeText(after_recheck, end_think, TURN_END),
+        "after_first_pass": ProbeText(after_first, closing, lead=says),
+        "after_recheck": ProbeText(after_recheck, closing, lead=says),
+        "after_think": ProbeText(
+            text[: -len(tail + TURN_END + "\n")], tail, TURN_END, lead=says.lstrip()
+        ),
+        "end_think_after_first_pass": ProbeText(after_first, end_think, TURN_END, lead=ends),
+        "end_think_after_recheck": ProbeText(after_recheck, end_think, TURN_END, lead=ends),
     }
 
 
@@ -122,16 +133,30 @@ def closing_ids(tokenizer: Any, probe: ProbeText, end_id: int) -> tuple[list[int
     return ctx, full[len(ctx) :] + [end_id]
 
 
+def lead_tokens(tokenizer: Any, probe: ProbeText) -> int:
+    """How many of the closing's tokens spell `probe.lead` (0 when it has none); refuses a lead
+    whose tokens are not a prefix of the closing's (a merge across the lead's end)."""
+    if not probe.lead:
+        return 0
+    if not probe.closing.startswith(probe.lead):
+        raise ValueError(f"the lead {probe.lead!r} does not begin the closing {probe.closing!r}")
+    ctx = _encode(tokenizer, probe.context)
+    lead = _encode(tokenizer, probe.context + probe.lead)
+    if _encode(tokenizer, probe.context + probe.closing)[: len(lead)] != lead:
+        raise ValueError(f"the tokenizer merges the lead {probe.lead!r} with what follows it")
+    return len(lead) - len(ctx)
+
+
 @torch.no_grad()
-def score_closing(model: Any, ctx: list[int], closing: list[int]) -> tuple[list[float], bool]:
-    """Log-prob of each closing token given everything before it, and whether every one is the
-    model's argmax (teacher-forced greedy agreement)."""
+def score_closing(model: Any, ctx: list[int], closing: list[int]) -> tuple[list[float], list[bool]]:
+    """Log-prob of each closing token given everything before it, and whether each one is the
+    model's argmax (teacher-forced greedy agreement: all of them = greedy decoding writes it)."""
     ids = torch.tensor([ctx + closing])
     logits = model(input_ids=ids).logits[0, len(ctx) - 1 : -1].float()
     logp = torch.log_softmax(logits, dim=-1)
     target = torch.tensor(closing)
     lp = logp.gather(1, target[:, None]).squeeze(1)
-    return lp.tolist(), bool((logp.argmax(-1) == target).all())
+    return lp.tolist(), (logp.argmax(-1) == target).tolist()
 
 
 @torch.no_grad()
@@ -164,7 +189,8 @@ def closing_probe(
     """Probe `model` on the first `n` usable traces of `examples` (slips skipped and counted).
 
     Returns a JSON-able dict: {"n", "skipped_slips", "end", "closing", "points": {point: {
-    "logprob", "logprob_per_token", "logprob_text", "logprob_end", "greedy_closes", "tokens"}},
+    "logprob", "logprob_per_token", "logprob_text", "logprob_end", "greedy_closes", "tokens",
+    "lead", "p_lead", "lead_greedy"}},
     "samples": [{"id", point: greedy continuation, ...}]}. Raises ValueError when fewer than `n`
     usable traces are given or `end` is not a single token of the tokenizer.
     """
@@ -194,16 +220,20 @@ def closing_probe(
     for point in POINTS:
         totals, per_token, text_lp, end_lp, closes = [], [], [], [], []
         n_tokens: list[float] = []
+        lead_p, lead_greedy = [], []
         for i, (_, texts) in enumerate(used):
             probe = texts[point]
             ctx, closing = closing_ids(tokenizer, probe, end_ids[probe.end or end])
-            lp, argmax = score_closing(model, ctx, closing)
+            lp, hits = score_closing(model, ctx, closing)
+            k = lead_tokens(tokenizer, probe)
             totals.append(sum(lp))
             per_token.append(sum(lp) / len(lp))
             text_lp.append(sum(lp[:-1]))
             end_lp.append(lp[-1])
-            closes.append(argmax)
+            closes.append(all(hits))
             n_tokens.append(float(len(lp)))
+            lead_p.append(math.exp(sum(lp[:k])))
+            lead_greedy.append(float(all(hits[:k])))
             if i < n_greedy:
                 samples[i][point] = greedy(model, tokenizer, ctx, max_new_tokens, stop)
         points[point] = {
@@ -213,6 +243,11 @@ def closing_probe(
             "logprob_end": _mean(end_lp),
             "greedy_closes": _mean([float(c) for c in closes]),
             "tokens": _mean(n_tokens),  # closing tokens per trace, end token included
+            # the decision alone: the probability of the lead ("\n</think>", "The answer is")
+            # and the share of traces where greedy decoding writes it
+            "lead": used[0][1][point].lead,
+            "p_lead": _mean(lead_p),
+            "lead_greedy": _mean(lead_greedy),
         }
     return {
         "n": len(used),

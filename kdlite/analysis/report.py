@@ -450,8 +450,9 @@ def read_probe(run: Run) -> dict[str, Any] | None:
 
 
 def table_probe(sweep: Sweep) -> str:
-    """The closing probe per model: mean summed log-prob of the closing at each probe point, and
-    the share of traces whose closing is all argmax tokens (kdlite/analysis/probe.py)."""
+    """The closing probe per model: mean summed log-prob of the closing at each probe point, the
+    share of traces whose closing is all argmax tokens, and the mean probability of the closing's
+    lead alone (the decision to close there; kdlite/analysis/probe.py)."""
     found = []
     for run in sorted(sweep.runs, key=lambda r: (not r.is_baseline, str(r.get("supervise")),
                                                    r.crop, -r.lsp, r.name)):  # fmt: skip
@@ -469,15 +470,17 @@ def table_probe(sweep: Sweep) -> str:
         cells = []
         for point in names:
             res = data["points"].get(point)
-            cells.append(
-                "" if res is None
-                else f"{res['logprob']:.2f} ({100 * res['greedy_closes']:.0f}%)"
-            )  # fmt: skip
+            cell = (
+                "" if res is None else f"{res['logprob']:.2f} ({100 * res['greedy_closes']:.0f}%)"
+            )
+            if res is not None and "p_lead" in res:  # probe.json files before it lack the lead
+                cell += f"; lead {100 * res['p_lead']:.0f}%"
+            cells.append(cell)
         rows.append([run.name, *where, data.get("n", ""), *cells])
     if not rows:
         return "_(no probe.json in any run; `python -m kdlite.cli.probe` writes it)_\n"
     header = ["run", "supervise", "lsp", "crop", "traces",
-              *(f"{p.replace('_', ' ')}: log-prob (greedy closes)" for p in names)]  # fmt: skip
+              *(f"{p.replace('_', ' ')}: log-prob (greedy closes); lead p" for p in names)]  # fmt: skip
     return markdown_table(header, rows)
 
 

@@ -2,7 +2,8 @@
 
 The closing probe (kdlite/analysis/probe.py): the mean log-prob of ` The answer is \\boxed{N}.` +
 an end token after a held-out synthetic trace's first pass and after its re-check, in the chat
-layout, plus greedy continuations. Writes `probe.json` into the directory the report reads a
+layout, and of the chat closing (`</think>`, the answer) there and after the whole think block;
+the probability of each closing's lead alone (the decision to close); greedy continuations. Writes `probe.json` into the directory the report reads a
 model's results from, the same one `evaluate.py` uses (kdlite/eval/models.py):
 `<run>/probe.json` for a run directory (its `export/` is probed), `<out_dir>/<slug>/probe.json`
 for a model folder, so `python -m kdlite.cli.report` shows it as a column beside the evaluation.
@@ -94,7 +95,7 @@ def main(argv: list[str] | None = None) -> list[Path]:
         points = json.loads(out.read_text())["points"]
         summary = "; ".join(
             f"{k}: {v['logprob']:.2f} ({v['logprob_per_token']:.3f}/token, greedy closes "
-            f"{100 * v['greedy_closes']:.0f}%)"
+            f"{100 * v['greedy_closes']:.0f}%, lead {100 * v['p_lead']:.0f}%)"
             for k, v in points.items()
         )
         print(f"{spec}: {summary}\nwrote {out}")

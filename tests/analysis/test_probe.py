@@ -4,6 +4,7 @@ base's closing, the CLI's probe.json and the report's column."""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -16,6 +17,7 @@ from kdlite.analysis.probe import (
     ProbeText,
     closing_ids,
     closing_probe,
+    lead_tokens,
     probe_texts,
     score_closing,
 )
@@ -60,6 +62,9 @@ def test_probe_points_are_cuts_of_the_rendered_trace(examples):
         # and after the re-check: the same closing where a completed check ends
         assert end_recheck.context == recheck.context
         assert (end_recheck.closing, end_recheck.end) == (end_think.closing, end_think.end)
+        # the lead: the words that decide to close, before the answer
+        assert first.lead == recheck.lead == " The answer is" and think.lead == "The answer is"
+        assert end_think.lead == end_recheck.lead == "\n</think>"
     assert usable > 40 and slips > 0
 
 
@@ -87,10 +92,22 @@ class _Oracle:
 
 def test_score_closing_scores_each_closing_token_from_the_position_before_it():
     ctx, closing = [5, 1, 7, 2], [3, 9, 4]
-    lp, greedy = score_closing(_Oracle(12, shift=1), ctx, closing)
-    assert len(lp) == 3 and greedy and max(lp) > -1e-6
-    lp, greedy = score_closing(_Oracle(12, shift=0), ctx, closing)  # off by one: all wrong
-    assert not greedy and max(lp) < -25
+    lp, hits = score_closing(_Oracle(12, shift=1), ctx, closing)
+    assert len(lp) == 3 and hits == [True] * 3 and max(lp) > -1e-6
+    lp, hits = score_closing(_Oracle(12, shift=0), ctx, closing)  # off by one: all wrong
+    assert hits == [False] * 3 and max(lp) < -25
+
+
+def test_lead_tokens_counts_the_closings_first_tokens(embedded_tokenizer):
+    ctx = "<think>\nFirst, Mia starts with 3 apples. So Mia has 12 apples at the end."
+    probe = ProbeText(ctx, "\n</think>\n\nThe answer is \\boxed{12}.", lead="\n</think>")
+    _, closing = closing_ids(embedded_tokenizer, probe, end_id=99)
+    k = lead_tokens(embedded_tokenizer, probe)
+    assert 1 <= k < len(closing) - 1
+    assert embedded_tokenizer.decode(closing[:k]) == "\n</think>"
+    assert lead_tokens(embedded_tokenizer, ProbeText(ctx, " The answer")) == 0  # no lead
+    with pytest.raises(ValueError, match="does not begin the closing"):
+        lead_tokens(embedded_tokenizer, ProbeText(ctx, " The answer", lead="\n</think>"))
 
 
 def test_closing_ids_splits_on_the_context_boundary(embedded_tokenizer):
@@ -121,6 +138,10 @@ def test_shipped_base_closes_its_think_block_and_answers(examples, embedded_toke
         res = result["points"][point]
         assert res["logprob"] == pytest.approx(res["logprob_text"] + res["logprob_end"])
         assert res["logprob"] <= 0 and 0 <= res["greedy_closes"] <= 1
+        # the lead is a prefix of the closing: at least as likely, and greedy writes it whenever
+        # it writes the whole closing
+        assert math.exp(res["logprob"]) <= res["p_lead"] * (1 + 1e-6) and res["p_lead"] <= 1
+        assert res["greedy_closes"] <= res["lead_greedy"] <= 1
     with pytest.raises(ValueError, match="not one"):
         closing_probe(model, embedded_tokenizer, examples, n=1, end="The end")
     with pytest.raises(ValueError, match="usable traces"):
@@ -149,4 +170,6 @@ def test_cli_writes_probe_json_where_the_report_reads_it(tmp_path, monkeypatch):
     row = next(line for line in table.splitlines() if slug(spec) in line)
     lp = data["points"]["after_recheck"]["logprob"]
     assert f"| {lp:.2f} (" in row and "| baseline |" in row
-    assert "after first pass: log-prob (greedy closes)" in table.splitlines()[0]
+    assert "after first pass: log-prob (greedy closes); lead p" in table.splitlines()[0]
+    p_lead = data["points"]["end_think_after_recheck"]["p_lead"]
+    assert f"; lead {100 * p_lead:.0f}%" in row
