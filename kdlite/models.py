@@ -11,6 +11,7 @@ backward, so `head_weight` can be read right after the forward.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 from dataclasses import dataclass
@@ -185,13 +186,13 @@ def random_model(
     """A Qwen3ForCausalLM with random weights in one of `QWEN3_SHAPES` (no download).
 
     `device` builds the weights there directly (an 8B model initialised on a CPU and then moved takes
-    minutes; on the GPU, seconds)."""
+    minutes; on the GPU, seconds); None leaves torch's default device."""
     from transformers import Qwen3ForCausalLM
 
     config = qwen3_config(shape, vocab_size)
     if seed is not None:
         torch.manual_seed(seed)
-    with torch.device(device or "cpu"):
+    with torch.device(device) if device is not None else contextlib.nullcontext():
         model = Qwen3ForCausalLM._from_config(
             config, attn_implementation=attn_implementation, dtype=dtype
         )

@@ -65,7 +65,7 @@ from kdlite.losses import (
     distill_loss_reference,
     token_weights,
 )
-from kdlite.models import HiddenLM, qwen3_config
+from kdlite.models import HiddenLM, qwen3_config, random_model
 
 VARIANTS = ("naive", "bare", "cached", "lightning", "liger")
 CACHE_K = 64
@@ -142,15 +142,10 @@ def workloads(s: Setup, seed: int = 0) -> list[Workload]:
 
 # ---- the models --------------------------------------------------------------------------------
 def build_models(s: Setup, device: torch.device) -> tuple[nn.Module, nn.Module]:
-    from transformers import Qwen3ForCausalLM
-
     def make(shape: str, dtype: torch.dtype, seed: int) -> nn.Module:
-        torch.manual_seed(seed)
-        config = qwen3_config(shape, s.vocab_rows)
-        with device:
-            return Qwen3ForCausalLM._from_config(
-                config, attn_implementation=s.attention, dtype=dtype
-            )
+        return random_model(
+            shape, s.vocab_rows, dtype, attn_implementation=s.attention, seed=seed, device=device
+        )
 
     teacher = make(s.teacher_shape, s.teacher_dtype, 0).eval().requires_grad_(False)
     student = make(s.student_shape, torch.float32, 1).train()
