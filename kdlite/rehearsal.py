@@ -95,10 +95,10 @@ def step_rows(
     check_world(settings.rows, world)
     docs = generate_base_documents(
         _step_seed(settings.seed, step),
-        settings.stepwise_share,
-        settings.chat_share,
-        settings.max_steps,
-        settings.check_share,
+        stepwise_share=settings.stepwise_share,
+        chat_share=settings.chat_share,
+        max_steps=settings.max_steps,
+        check_share=settings.check_share,
     )
     rows = next(packed_rows(docs, tokenizer, settings.seq_len, settings.rows))
     share = settings.rows // world

@@ -34,6 +34,7 @@ import logging
 import math
 import platform
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -72,6 +73,19 @@ class PretrainRecipe:
     # share of the chat-layout solutions whose think block verifies the answer before it ends
     # (docs/mini-replication.md §7); the shipped bases before it had 0
     check_share: float = 0.0
+
+    def documents(self) -> Iterator[str]:
+        """The recipe's pre-training corpus stream (`generate_base_documents`); raises ValueError
+        naming a bad corpus knob on the first draw."""
+        from kdlite.data.synthetic import generate_base_documents
+
+        return generate_base_documents(
+            self.seed,
+            stepwise_share=self.stepwise_share,
+            chat_share=self.chat_share,
+            max_steps=self.max_steps,
+            check_share=self.check_share,
+        )
 
 
 def save_record(out: Path, record: dict[str, Any]) -> dict[str, Any]:
@@ -122,7 +136,6 @@ def pretrain(
     """Train `recipe.shape` from random init on the base corpus; save it (bf16) to `out_dir`."""
     import transformers
 
-    from kdlite.data.synthetic import generate_base_documents
     from kdlite.data.tokenizer import embedded_tokenizer, tokenizer_fingerprint
     from kdlite.models import random_model
 
@@ -139,13 +152,7 @@ def pretrain(
         betas=(0.9, 0.95),
     )
     rows = packed_rows(
-        generate_base_documents(
-            recipe.seed,
-            recipe.stepwise_share,
-            recipe.chat_share,
-            recipe.max_steps,
-            recipe.check_share,
-        ),
+        recipe.documents(),
         tokenizer,
         recipe.seq_len,
         recipe.batch,
@@ -302,14 +309,8 @@ def _recipe(keys: Keys) -> PretrainRecipe:
         raise UsageError(PROG, "stage=base needs shape=... and steps=... (see --help)")
     fields = {k: v for k, v in asdict(keys).items() if k in PretrainRecipe.__annotations__}
     recipe = PretrainRecipe(**fields)
-    from kdlite.data.synthetic import generate_base_documents
-
     try:  # the corpus checks its own knobs on the first draw: refuse before any model is built
-        next(
-            generate_base_documents(
-                0, recipe.stepwise_share, recipe.chat_share, recipe.max_steps, recipe.check_share
-            )
-        )
+        next(recipe.documents())
     except ValueError as e:
         raise UsageError(PROG, str(e)) from None
     return recipe
