@@ -133,16 +133,16 @@ def closing_ids(tokenizer: Any, probe: ProbeText, end_id: int) -> tuple[list[int
     return ctx, full[len(ctx) :] + [end_id]
 
 
-def lead_tokens(tokenizer: Any, probe: ProbeText) -> int:
-    """How many of the closing's tokens spell `probe.lead` (0 when it has none); refuses a lead
-    whose tokens are not a prefix of the closing's (a merge across the lead's end)."""
+def lead_tokens(tokenizer: Any, probe: ProbeText, ctx: list[int], closing: list[int]) -> int:
+    """How many of the closing's tokens spell `probe.lead` (0 when it has none), given the ids
+    `closing_ids` made of the same probe; refuses a lead whose tokens are not a prefix of the
+    closing's (a merge across the lead's end)."""
     if not probe.lead:
         return 0
     if not probe.closing.startswith(probe.lead):
         raise ValueError(f"the lead {probe.lead!r} does not begin the closing {probe.closing!r}")
-    ctx = _encode(tokenizer, probe.context)
     lead = _encode(tokenizer, probe.context + probe.lead)
-    if _encode(tokenizer, probe.context + probe.closing)[: len(lead)] != lead:
+    if ctx + closing[: len(lead) - len(ctx)] != lead:
         raise ValueError(f"the tokenizer merges the lead {probe.lead!r} with what follows it")
     return len(lead) - len(ctx)
 
@@ -225,7 +225,7 @@ def closing_probe(
             probe = texts[point]
             ctx, closing = closing_ids(tokenizer, probe, end_ids[probe.end or end])
             lp, hits = score_closing(model, ctx, closing)
-            k = lead_tokens(tokenizer, probe)
+            k = lead_tokens(tokenizer, probe, ctx, closing)
             totals.append(sum(lp))
             per_token.append(sum(lp) / len(lp))
             text_lp.append(sum(lp[:-1]))

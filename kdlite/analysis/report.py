@@ -470,10 +470,11 @@ def table_probe(sweep: Sweep) -> str:
         cells = []
         for point in names:
             res = data["points"].get(point)
-            cell = (
-                "" if res is None else f"{res['logprob']:.2f} ({100 * res['greedy_closes']:.0f}%)"
-            )
-            if res is not None and "p_lead" in res:  # probe.json files before it lack the lead
+            if res is None:
+                cells.append("")
+                continue
+            cell = f"{res['logprob']:.2f} ({100 * res['greedy_closes']:.0f}%)"
+            if "p_lead" in res:  # probe.json files written before the lead lack it
                 cell += f"; lead {100 * res['p_lead']:.0f}%"
             cells.append(cell)
         rows.append([run.name, *where, data.get("n", ""), *cells])

@@ -101,13 +101,15 @@ def test_score_closing_scores_each_closing_token_from_the_position_before_it():
 def test_lead_tokens_counts_the_closings_first_tokens(embedded_tokenizer):
     ctx = "<think>\nFirst, Mia starts with 3 apples. So Mia has 12 apples at the end."
     probe = ProbeText(ctx, "\n</think>\n\nThe answer is \\boxed{12}.", lead="\n</think>")
-    _, closing = closing_ids(embedded_tokenizer, probe, end_id=99)
-    k = lead_tokens(embedded_tokenizer, probe)
+    ids, closing = closing_ids(embedded_tokenizer, probe, end_id=99)
+    k = lead_tokens(embedded_tokenizer, probe, ids, closing)
     assert 1 <= k < len(closing) - 1
     assert embedded_tokenizer.decode(closing[:k]) == "\n</think>"
-    assert lead_tokens(embedded_tokenizer, ProbeText(ctx, " The answer")) == 0  # no lead
+    plain = ProbeText(ctx, " The answer")
+    assert lead_tokens(embedded_tokenizer, plain, *closing_ids(embedded_tokenizer, plain, 99)) == 0
+    wrong = ProbeText(ctx, " The answer", lead="\n</think>")
     with pytest.raises(ValueError, match="does not begin the closing"):
-        lead_tokens(embedded_tokenizer, ProbeText(ctx, " The answer", lead="\n</think>"))
+        lead_tokens(embedded_tokenizer, wrong, *closing_ids(embedded_tokenizer, wrong, 99))
 
 
 def test_closing_ids_splits_on_the_context_boundary(embedded_tokenizer):
