@@ -64,7 +64,7 @@ test-slow: $(STAMP) ## also the slow end-to-end tests
 test-gpu: $(STAMP) ## tests that need a CUDA device
 	$(PY) -m pytest -q -m gpu
 
-gpu-check: $(STAMP) ## on a CUDA machine (~10 min): gpu tests, GPU bench, vLLM smoke -> gpu-check.json
+gpu-check: $(STAMP) ## on a CUDA machine (~12 min): gpu tests, GPU bench, vLLM smoke -> gpu-check.json
 	$(PY) -m kdlite.cli.gpu_check out=gpu-check.json
 
 lint: $(STAMP) ## ruff check + format check + mypy on the package

@@ -263,7 +263,8 @@ def liger_step(teacher, student, opt, s: Setup, lam: float, device) -> StepFn:
                 h = s_lm(ids, pos, mask).reshape(-1, student.config.hidden_size)[keep]
                 # Liger averages over positions; with all-supervised equal-length rows this is
                 # the sequence-normalised loss up to a constant factor (speed is what is compared).
-                soft = jsd(h, s_lm.head_weight[:V], t_h, t_lm.head_weight[:V].to(t_h.dtype))
+                t_w = t_lm.head_weight[:V].to(t_h.dtype)
+                soft = jsd(h, s_lm.head_weight[:V], t_h, t_w, None)  # rows already supervised-only
                 hard = ce(s_lm.head_weight[:V], h, labels.reshape(-1)[keep]) / max(1, len(keep))
                 loss = lam * soft + (1 - lam) * hard
             loss.backward()
@@ -373,6 +374,9 @@ def time_lightning(
     times = [b - a for a, b in zip(starts[s.warmup :], timed, strict=False)]
     module.student = None
     module.set_teacher(None)
+    # Lightning's teardown moved the models to the CPU; the next variants share them
+    student.to(device)
+    teacher.to(device)
     return times, peak_bytes
 
 

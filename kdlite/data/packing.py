@@ -123,6 +123,7 @@ def attention_mask_for(
     if impl in ("sdpa", "eager"):
         return _dense_mask(segment_ids_BT, dtype)
     if impl == "flex_attention":
+        _flex_recompile_headroom()
         return _block_mask(segment_ids_BT)
     raise ValueError(f"no packed-attention mask for {impl!r}; expected one of {ATTN_IMPLS}")
 
@@ -138,6 +139,24 @@ def _dense_mask(segment_ids_BT: Tensor, dtype: torch.dtype) -> Tensor:
     mask_BTT = torch.zeros(allowed_BTT.shape, dtype=dtype, device=device)
     mask_BTT.masked_fill_(~allowed_BTT, torch.finfo(dtype).min)
     return mask_BTT[:, None]
+
+
+FLEX_RECOMPILE_LIMIT = 64
+
+
+def _flex_recompile_headroom() -> None:
+    """Let the compiled flex_attention recompile as often as a distillation run needs.
+
+    transformers compiles one flex_attention per process, and torch recompiles it for each new
+    combination of head shape (teacher and student differ), grad mode (the teacher runs without
+    grad), autocast state and sequence length. Past dynamo's default limit of 8 torch runs the
+    unfused implementation, which materialises the full [T, T] score matrix: on an H200 (4B -> 1.7B,
+    4 x 1024 packed, BENCHMARKS.md 2026-12-04) the limit was hit and the step ran at 2,107 tok/s.
+    """
+    config = torch._dynamo.config
+    name = "recompile_limit" if hasattr(config, "recompile_limit") else "cache_size_limit"
+    if getattr(config, name) < FLEX_RECOMPILE_LIMIT:
+        setattr(config, name, FLEX_RECOMPILE_LIMIT)
 
 
 def _block_mask(segment_ids_BT: Tensor) -> BlockMask:

@@ -94,6 +94,24 @@ def test_block_mask_matches_dense():
     assert torch.equal(via_mod, dense)
 
 
+def test_flex_mask_gives_the_compiled_kernel_room_to_recompile(monkeypatch):
+    """Past dynamo's recompile limit torch runs the unfused flex_attention (full [T, T] scores):
+    teacher and student shapes, grad modes and lengths each recompile it (seen on an H200)."""
+    pytest.importorskip("torch.nn.attention.flex_attention")
+    from kdlite.data.packing import FLEX_RECOMPILE_LIMIT
+
+    config = torch._dynamo.config
+    name = "recompile_limit" if hasattr(config, "recompile_limit") else "cache_size_limit"
+    monkeypatch.setattr(config, name, 8)
+    attention_mask_for(torch.zeros(1, 4, dtype=torch.long), "sdpa")
+    assert getattr(config, name) == 8  # only the flex path touches it
+    attention_mask_for(torch.zeros(1, 4, dtype=torch.long), "flex_attention")
+    assert getattr(config, name) == FLEX_RECOMPILE_LIMIT
+    monkeypatch.setattr(config, name, 1000)
+    attention_mask_for(torch.zeros(1, 4, dtype=torch.long), "flex_attention")
+    assert getattr(config, name) == 1000  # a user's higher limit stays
+
+
 def test_attention_mask_for_rejects():
     with pytest.raises(ValueError, match="flash_attention_2"):
         attention_mask_for(torch.zeros(1, 3, dtype=torch.long), "flash_attention_2")

@@ -52,13 +52,20 @@ def test_bf16_chunked_loss_matches_the_fp32_reference_at_the_real_vocabulary():
         assert cos > 0.999
 
 
-def test_flex_attention_packed_forward_backward_isolates_examples():
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_flex_attention_packed_forward_backward_isolates_examples(dtype):
+    """Each packed example's hidden states equal those of the example run alone.
+
+    In float32 element by element. In bf16 (28 layers of a random 0.6B model) a handful of elements
+    of ~500k differ by more than 0.05 between the two paths' roundings (seen on an H200), so the
+    bf16 check is on each example's relative error; a leak across examples is far larger.
+    """
     from kdlite.data.packing import attention_mask_for, pack
     from kdlite.data.supervision import Supervised
     from kdlite.models import HiddenLM, random_model
 
     torch.manual_seed(0)
-    lm = random_model("0.6b", attn_implementation="flex_attention", device="cuda").bfloat16()
+    lm = random_model("0.6b", attn_implementation="flex_attention", device="cuda").to(dtype)
     model = HiddenLM(lm)
     lengths = (300, 517, 211)
     items = [
@@ -75,10 +82,13 @@ def test_flex_attention_packed_forward_backward_isolates_examples():
     with torch.no_grad():
         for item, n in zip(items, lengths, strict=True):
             ids = torch.tensor([item.input_ids], device="cuda")
-            alone = model(ids, torch.arange(n, device="cuda")[None])
-            torch.testing.assert_close(
-                packed[0, start : start + n].float(), alone[0].float(), rtol=0.05, atol=0.05
-            )
+            alone = model(ids, torch.arange(n, device="cuda")[None])[0].float()
+            got = packed[0, start : start + n].float()
+            if dtype == torch.float32:
+                torch.testing.assert_close(got, alone, rtol=1e-3, atol=1e-3)
+            else:
+                rel = ((got - alone).norm() / alone.norm()).item()
+                assert rel < 0.02, f"example {item.source_id}: relative error {rel:.4f}"
             start += n
 
 
