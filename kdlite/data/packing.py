@@ -153,10 +153,15 @@ def _flex_recompile_headroom() -> None:
     unfused implementation, which materialises the full [T, T] score matrix: on an H200 (4B -> 1.7B,
     4 x 1024 packed, BENCHMARKS.md 2026-12-04) the limit was hit and the step ran at 2,107 tok/s.
     """
-    config = torch._dynamo.config
-    name = "recompile_limit" if hasattr(config, "recompile_limit") else "cache_size_limit"
+    config, name = torch._dynamo.config, recompile_limit_key()
     if getattr(config, name) < FLEX_RECOMPILE_LIMIT:
         setattr(config, name, FLEX_RECOMPILE_LIMIT)
+
+
+def recompile_limit_key() -> str:
+    """The name of dynamo's recompile limit in this torch (`cache_size_limit` before 2.6)."""
+    config = torch._dynamo.config
+    return "recompile_limit" if hasattr(config, "recompile_limit") else "cache_size_limit"
 
 
 def _block_mask(segment_ids_BT: Tensor) -> BlockMask:

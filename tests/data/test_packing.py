@@ -98,10 +98,9 @@ def test_flex_mask_gives_the_compiled_kernel_room_to_recompile(monkeypatch):
     """Past dynamo's recompile limit torch runs the unfused flex_attention (full [T, T] scores):
     teacher and student shapes, grad modes and lengths each recompile it (seen on an H200)."""
     pytest.importorskip("torch.nn.attention.flex_attention")
-    from kdlite.data.packing import FLEX_RECOMPILE_LIMIT
+    from kdlite.data.packing import FLEX_RECOMPILE_LIMIT, recompile_limit_key
 
-    config = torch._dynamo.config
-    name = "recompile_limit" if hasattr(config, "recompile_limit") else "cache_size_limit"
+    config, name = torch._dynamo.config, recompile_limit_key()
     monkeypatch.setattr(config, name, 8)
     attention_mask_for(torch.zeros(1, 4, dtype=torch.long), "sdpa")
     assert getattr(config, name) == 8  # only the flex path touches it
