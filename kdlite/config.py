@@ -345,6 +345,13 @@ def _numbers(cfg: DictConfig | TrainConfig) -> list[str]:
         ints.append(("data.limit", cfg.data.limit, 1))
     if cfg.data.synthetic_size is not None:
         ints.append(("data.synthetic_size", cfg.data.synthetic_size, 1))
+    from kdlite.data.synthetic import ANSWER_FORMS
+
+    if cfg.data.synthetic_answer_form not in ANSWER_FORMS:
+        problems.append(
+            f"data.synthetic_answer_form={cfg.data.synthetic_answer_form}: must be one of "
+            f"{list(ANSWER_FORMS)}"
+        )
     if cfg.trainer.num_threads is not None:
         ints.append(("trainer.num_threads", cfg.trainer.num_threads, 1))
     problems += [f"{key}={value}: must be >= {low}" for key, value, low in ints if value < low]

@@ -39,6 +39,7 @@ class RehearsalSettings:
     max_steps: int | None
     check_share: float
     seed: int  # the run's seed
+    answer_form: str = "chain"  # the chat-layout solutions' answer sections
 
 
 def settings_for(cfg: Any) -> RehearsalSettings | None:
@@ -67,6 +68,7 @@ def settings_for(cfg: Any) -> RehearsalSettings | None:
         max_steps=recipe.get("max_steps"),
         check_share=float(recipe.get("check_share", 0.0)),
         seed=int(cfg.seed),
+        answer_form=str(recipe.get("answer_form", "chain")),
     )
 
 
@@ -99,6 +101,7 @@ def step_rows(
         chat_share=settings.chat_share,
         max_steps=settings.max_steps,
         check_share=settings.check_share,
+        answer_form=settings.answer_form,
     )
     rows = next(packed_rows(docs, tokenizer, settings.seq_len, settings.rows))
     share = settings.rows // world

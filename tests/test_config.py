@@ -155,6 +155,7 @@ def test_unknown_key_is_rejected():
         ("lam=-0.1", "lam=-0.1"),
         ("temperature=0", "temperature"),
         ("optim.lr=0", "optim.lr"),
+        ("data.synthetic_answer_form=summary", "data.synthetic_answer_form=summary: must be one"),
     ],
 )
 def test_out_of_range_values_fail_validation(override, needle):

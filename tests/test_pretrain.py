@@ -191,6 +191,10 @@ def test_pretrain_arguments_are_parsed_and_checked(capsys):
     assert parse_recipe(["shape=tiny-student", "steps=8", "max_steps=2"])[0].max_steps == 2
     checked = parse_recipe(["shape=tiny-student", "steps=8", "chat_share=0.3", "check_share=0.5"])
     assert checked[0].check_share == 0.5
+    restated = parse_recipe(
+        ["shape=tiny-student", "steps=8", "chat_share=0.3", "answer_form=restate"]
+    )
+    assert (restated[0].answer_form, checked[0].answer_form) == ("restate", "chain")
     assert parse_recipe(["shape=tiny-student", "steps=8"])[1].endswith("tiny-student-base")
     for argv, said in (
         (["shape=tiny-student", "steps=8", "shares=1"], "unknown key 'shares'"),
@@ -202,7 +206,32 @@ def test_pretrain_arguments_are_parsed_and_checked(capsys):
         ),
         (["shape=tiny-student", "steps=8", "chat_share=2"], "chat_share must be in [0, 1]"),
         (["shape=tiny-student", "steps=8", "check_share=0.5"], "chat_share is 0"),
+        (["shape=tiny-student", "steps=8", "answer_form=restate"], "chat_share is 0"),
+        (["shape=tiny-student", "steps=8", "answer_form=summary"], "answer_form"),
     ):
         with pytest.raises(SystemExit):
             parse_recipe(argv)
         assert said in capsys.readouterr().err, argv
+
+
+def test_reasoning_stage_passes_the_answer_form_to_the_traces(monkeypatch, tmp_path, capsys):
+    """stage=reasoning answer_form=restate trains the teacher on restate traces (the data key in its
+    overrides); the default keeps the shipped teacher's overrides; base keys are refused."""
+    import kdlite.training
+    from kdlite.cli import pretrain as cli
+
+    seen = []
+
+    def fake_train(cfg):
+        seen.append(cfg)
+        raise RuntimeError("stop after compose")
+
+    monkeypatch.setattr(kdlite.training, "train", fake_train)
+    for argv, form in ((["answer_form=restate"], "restate"), ([], "chain")):
+        with pytest.raises(RuntimeError, match="stop after compose"):
+            cli.main(["stage=reasoning", f"out={tmp_path / 'teacher'}", *argv])
+        assert seen[-1].data.synthetic_answer_form == form
+        assert seen[-1].lam == 0 and seen[-1].pair.student.shape == "tiny-teacher"
+    with pytest.raises(SystemExit):
+        cli.main(["stage=reasoning", "check_share=0.5"])
+    assert "a key of stage=base, not of reasoning" in capsys.readouterr().err

@@ -52,6 +52,20 @@ def test_rows_are_the_bases_corpus_with_its_chat_documents(embedded_tokenizer):
     assert "<think>" not in text
 
 
+def test_rows_keep_the_bases_answer_form(embedded_tokenizer):
+    """A base pre-trained with answer_form=restate rehearses chat answers that state the result."""
+    restate = dataclasses.replace(SETTINGS, answer_form="restate", rows=8)
+    text = "".join(
+        embedded_tokenizer.decode(step_rows(restate, embedded_tokenizer, s).flatten())
+        for s in range(10)
+    )
+    answers = [a.split("<|im_end|>")[0] for a in text.split("</think>\n\n")[1:]]
+    assert len(answers) > 5
+    assert all(" at the end.\n\nThe answer is \\boxed{" in a for a in answers if "boxed" in a)
+    assert not any(" = " in a for a in answers)  # no chain re-derived after the think block
+    assert SETTINGS.answer_form == "chain"
+
+
 def test_rows_keep_the_bases_step_limit(embedded_tokenizer):
     """A base built with max_steps=2 rehearses 2-step solutions only (its corpus, not the traces')."""
     short = dataclasses.replace(SETTINGS, max_steps=2, rows=8)

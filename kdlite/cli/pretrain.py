@@ -73,6 +73,9 @@ class PretrainRecipe:
     # share of the chat-layout solutions whose think block verifies the answer before it ends
     # (docs/mini-replication.md §7); the shipped bases before it had 0
     check_share: float = 0.0
+    # the chat-layout solutions' answer sections: chain | restate (docs/mini-replication.md §8);
+    # the shipped bases before it had chain
+    answer_form: str = "chain"
 
     def documents(self) -> Iterator[str]:
         """The recipe's pre-training corpus stream (`generate_base_documents`); raises ValueError
@@ -85,6 +88,7 @@ class PretrainRecipe:
             chat_share=self.chat_share,
             max_steps=self.max_steps,
             check_share=self.check_share,
+            answer_form=self.answer_form,
         )
 
 
@@ -236,8 +240,11 @@ REASONING_OVERRIDES = [
 ]
 
 
-def reasoning_teacher(out_dir: str | Path, run_dir: str | Path) -> dict[str, Any]:
-    """Post-train the shipped teacher base on the embedded traces; keep its weights in `out_dir`."""
+def reasoning_teacher(
+    out_dir: str | Path, run_dir: str | Path, answer_form: str = "chain"
+) -> dict[str, Any]:
+    """Post-train the shipped teacher base on the embedded traces, their answer sections in
+    `answer_form` (`data.synthetic_answer_form`); keep its weights in `out_dir`."""
     import shutil
 
     from kdlite.config import compose_train
@@ -245,7 +252,10 @@ def reasoning_teacher(out_dir: str | Path, run_dir: str | Path) -> dict[str, Any
     from kdlite.models import asset_fingerprint
     from kdlite.training import train
 
-    overrides = [*REASONING_OVERRIDES, f"run_dir={run_dir}"]
+    overrides = [*REASONING_OVERRIDES]
+    if answer_form != "chain":  # the shipped teacher's record lists the overrides without it
+        overrides.append(f"data.synthetic_answer_form={answer_form}")
+    overrides.append(f"run_dir={run_dir}")
     start = time.perf_counter()
     result = train(compose_train(overrides))
     wall_s = time.perf_counter() - start
@@ -294,6 +304,10 @@ class Keys:
                                 "with at most this many steps (null: all)")  # fmt: skip
     check_share: float = arg(_RECIPE.check_share, "stage=base: share of chat-layout solutions "
                              "that check the answer before the think block ends")  # fmt: skip
+    answer_form: str = arg(_RECIPE.answer_form, "answer sections: chain (the derivation again in "
+                           "one line) | restate (the conclusion); stage=base: of the chat-layout "
+                           "solutions; stage=reasoning: of the traces",
+                           choices=("chain", "restate"))  # fmt: skip
 
 
 def parse_recipe(argv: list[str]) -> tuple[PretrainRecipe, str]:
@@ -325,13 +339,15 @@ def main(argv: list[str] | None = None) -> None:
     keys = parse_keys(Keys, argv_or_sys(argv), prog=PROG, doc=__doc__)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if keys.stage == "reasoning":
-        recipe_keys = [k for k in PretrainRecipe.__annotations__ if k != "seed"]
+        recipe_keys = [
+            k for k in PretrainRecipe.__annotations__ if k not in ("seed", "answer_form")
+        ]
         given = [w for w in argv_or_sys(argv) if w.partition("=")[0] in recipe_keys]
         if given:
             raise UsageError(PROG, f"{', '.join(given)}: a key of stage=base, not of reasoning")
         out = keys.out or str(ASSETS / "tiny-teacher-reasoning")
         with tempfile.TemporaryDirectory(prefix="kdlite-reasoning-") as tmp:
-            reasoning_teacher(out, Path(tmp) / "run")
+            reasoning_teacher(out, Path(tmp) / "run", str(keys.answer_form))
         return
     pretrain(_recipe(keys), keys.out or str(ASSETS / f"{keys.shape}-base"))
 

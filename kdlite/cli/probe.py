@@ -9,7 +9,9 @@ model's results from, the same one `evaluate.py` uses (kdlite/eval/models.py):
 for a model folder, so `python -m kdlite.cli.report` shows it as a column beside the evaluation.
 Held-out traces are the synthetic corpus's examples after the first `data.synthetic_size` (the
 pool `data=synthetic` draws its training and validation examples from; conf/data/synthetic.yaml),
-same seed: never trained on, never validated on.
+same seed: never trained on, never validated on. Their answer sections have the form the model
+was distilled on (`answer_form=auto`: a run's `data.synthetic_answer_form`, from its
+`config.yaml`; "chain" for a model folder).
 """
 
 from __future__ import annotations
@@ -35,9 +37,12 @@ class Keys:
     out_dir: str = arg("runs/eval", "where results of model folders go (as evaluate.py's out_dir)")
     tokenizer: str = arg("auto", "auto: the folder's own tokenizer, else the embedded one | "
                          "embedded | a name or folder")  # fmt: skip
+    answer_form: str = arg("auto", "the traces' answer sections: auto (a run's "
+                           "data.synthetic_answer_form; chain for a model folder) | chain | "
+                           "restate", choices=("auto", "chain", "restate"))  # fmt: skip
 
 
-def held_out_examples(n: int):
+def held_out_examples(n: int, answer_form: str = "chain"):
     """`n` synthetic traces after the pool `data=synthetic` selects from (prefix-stable corpus)."""
     from omegaconf import OmegaConf
 
@@ -46,7 +51,21 @@ def held_out_examples(n: int):
 
     data = OmegaConf.load(CONF_DIR / "data" / "synthetic.yaml")
     pool, seed = int(data.synthetic_size), int(data.seed)
-    return generate_examples(pool + n, seed)[pool:]
+    return generate_examples(pool + n, seed, answer_form)[pool:]
+
+
+def answer_form_of(ref, wanted: str) -> str:
+    """`wanted`, or for "auto" the answer form a run was trained on (its config.yaml's
+    `data.synthetic_answer_form`; "chain" for a model folder or a run written before the key)."""
+    from omegaconf import OmegaConf
+
+    if wanted != "auto":
+        return wanted
+    config = Path(ref.path).parent / "config.yaml"
+    if ref.kind != "run" or not config.is_file():
+        return "chain"
+    form = OmegaConf.select(OmegaConf.load(config), "data.synthetic_answer_form", default="chain")
+    return str(form)
 
 
 def load_tokenizer_for(path: Path, name: str):
@@ -70,7 +89,8 @@ def probe_model(spec: str, opts: Keys) -> Path:
     tokenizer = load_tokenizer_for(path, str(opts.tokenizer))
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
     # 2× n candidates: ~10% of traces have a first-pass slip and are skipped
-    examples = held_out_examples(2 * int(opts.n))
+    answer_form = answer_form_of(ref, str(opts.answer_form))
+    examples = held_out_examples(2 * int(opts.n), answer_form)
     result = closing_probe(
         model,
         tokenizer,
@@ -81,6 +101,7 @@ def probe_model(spec: str, opts: Keys) -> Path:
         max_new_tokens=int(opts.max_new_tokens),
     )
     result["model"] = spec
+    result["answer_form"] = answer_form
     out = ref.results_root.parent / "probe.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")

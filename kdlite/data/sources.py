@@ -528,7 +528,7 @@ def _load_synthetic(name: str, spec: DataSpec) -> LoadedSource:
     if size is None:
         raise DataError(f"data={name}: set data.synthetic_size (number of examples to generate)")
     n = size if limit is None else min(size, limit)
-    examples = list(generate_examples(n=n, seed=spec.seed))
+    examples = list(generate_examples(n=n, seed=spec.seed, answer_form=spec.synthetic_answer_form))
     counter = SkipCounter(name)
     for _ in examples:
         counter.accept()

@@ -25,4 +25,7 @@ class DataSpec:
     max_tokens: int = 4096  # keep rendered examples with fewer tokens than this
     limit: Optional[int] = None  # read at most this many rows
     synthetic_size: Optional[int] = None  # examples the embedded corpus generates (synthetic)
+    # the embedded corpus's answer sections: chain (the derivation again in one line) | restate
+    # (the think block's conclusion); docs/mini-replication.md §8
+    synthetic_answer_form: str = "chain"
     seed: int = 0  # train/val selection seed (and the synthetic generator's)

@@ -326,8 +326,8 @@ def _undo_all(p: Problem) -> list[str]:
     return out
 
 
-def _trace(p: Problem, rng: random.Random) -> tuple[str, str]:
-    """(cot, answer) for a problem."""
+def _trace(p: Problem, rng: random.Random, answer_form: str = "chain") -> tuple[str, str]:
+    """(cot, answer) for a problem; `answer_form` is the answer section's (`_answer_section`)."""
     name, _, _ = p.person
     values, n, y = p.values, len(p.steps), p.answer
     last = p.steps[-1]
@@ -367,7 +367,7 @@ def _trace(p: Problem, rng: random.Random) -> tuple[str, str]:
     paras.append(rng.choice(_CONCLUSIONS).format(name=name, y=y, items=p.items))
     cot = "\n\n".join(paras)
 
-    return cot, _answer_section(p)
+    return cot, _answer_section(p, answer_form)
 
 
 def _problems(rng: random.Random, benchmark: bool) -> Iterator[Problem]:
@@ -380,13 +380,18 @@ def _problems(rng: random.Random, benchmark: bool) -> Iterator[Problem]:
             yield p
 
 
-def generate_examples(n: int, seed: int) -> list[Example]:
-    """`n` training examples (distinct problems, none from the benchmark's space)."""
+def generate_examples(n: int, seed: int, answer_form: str = "chain") -> list[Example]:
+    """`n` training examples (distinct problems, none from the benchmark's space).
+
+    `answer_form` is the answer section's form (`_answer_section`): "chain" (the default) re-derives
+    the answer in one line, "restate" states the think block's conclusion. It draws nothing: the
+    problems and think blocks are the same for both."""
+    _check_answer_form(answer_form)
     rng = random.Random(f"kdlite-synthetic-train-{seed}")
     out = []
     for i, p in enumerate(islice(_problems(rng, benchmark=False), n)):
         prompt = _problem_text(p)
-        cot, answer = _trace(p, rng)  # same stream, interleaved: prefix-stable in n
+        cot, answer = _trace(p, rng, answer_form)  # same stream, interleaved: prefix-stable in n
         out.append(
             Example(prompt, cot, answer, make_source_id("synthetic", i, prompt, cot, answer))
         )
@@ -426,10 +431,25 @@ def _chain(p: Problem) -> str:
     return ", ".join(_equation(p, i) for i in range(len(p.steps)))
 
 
-def _answer_section(p: Problem) -> str:
-    """A trace's answer section (A): the one-line chain, then the boxed answer; the chat-layout
-    base documents end the same way."""
-    head = f"{p.person[0]} starts with {p.start} {p.items}: {_chain(p)}."
+ANSWER_FORMS = ("chain", "restate")
+
+
+def _check_answer_form(answer_form: str) -> None:
+    if answer_form not in ANSWER_FORMS:
+        raise ValueError(f"answer_form must be one of {list(ANSWER_FORMS)}, got {answer_form!r}")
+
+
+def _answer_section(p: Problem, answer_form: str = "chain") -> str:
+    """A trace's answer section (A), then the boxed answer; the chat-layout base documents end the
+    same way. "chain": the whole derivation again in one line ("Emma starts with 2 beads: 2 + 9 =
+    11, 11 + 7 = 18."), so writing it is solving the problem a second time. "restate": one sentence
+    stating the conclusion the think block reached ("Emma has 18 beads at the end."), which a model
+    copies from its own think block whatever the problem's length, as the study's answer sections
+    state a result their traces found (docs/mini-replication.md §8)."""
+    if answer_form == "restate":
+        head = f"{p.person[0]} has {p.answer} {p.items} at the end."
+    else:
+        head = f"{p.person[0]} starts with {p.start} {p.items}: {_chain(p)}."
     return f"{head}\n\nThe answer is \\boxed{{{p.answer}}}."
 
 
@@ -451,7 +471,7 @@ def _worked_solution(p: Problem, stepwise: bool) -> str:
     return f"{head}Step by step. {_first_pass(p, y)} The answer is \\boxed{{{y}}}."
 
 
-def _chat_solution(p: Problem, rng: random.Random | None = None) -> str:
+def _chat_solution(p: Problem, rng: random.Random | None = None, answer_form: str = "chain") -> str:
     """A problem solved in the chat layout (docs/design.md §3) with a *short* think block: the
     first-pass derivation in a trace's words, no self-check, no re-check; then the one-line chain
     and the boxed answer, and the turn's end. What a base model has read of instruction-style
@@ -474,7 +494,7 @@ def _chat_solution(p: Problem, rng: random.Random | None = None) -> str:
             part for part, share in zip(parts, (0.8, 0.5, 0.5), strict=True) if rng.random() < share
         ]
         thought = "\n\n".join([thought, *(keep or parts[:1])])
-    text = render_text(Example(_problem_text(p), thought, _answer_section(p), ""))
+    text = render_text(Example(_problem_text(p), thought, _answer_section(p, answer_form), ""))
     return text.rstrip("\n")
 
 
@@ -484,6 +504,7 @@ def generate_base_documents(
     chat_share: float = 0.0,
     max_steps: int | None = None,
     check_share: float = 0.0,
+    answer_form: str = "chain",
 ) -> Iterator[str]:
     """The tiny pair's *pre*-training corpus, forever.
 
@@ -516,6 +537,10 @@ def generate_base_documents(
     student trained on the first half of traces never sees (docs/mini-replication.md §7). At 0
     (the default) no draw is made: the stream is the one without the knob.
 
+    `answer_form` is the chat-layout solutions' answer section (`_answer_section`): "chain" (the
+    default) or "restate", the form of the traces a student built on this base is distilled on
+    (docs/mini-replication.md §8). It draws nothing; the plain worked solutions keep their chain.
+
     No document holds a long-CoT trace or a self-reflection inside a first pass (and, at
     `check_share=0`, no re-check), so a model pretrained on this corpus can read, copy, compute
     and state an answer, but not the reasoning format that distillation teaches.
@@ -531,6 +556,12 @@ def generate_base_documents(
         raise ValueError(
             f"check_share={check_share} is a share of the chat-layout solutions, and chat_share is "
             "0: there are none to check (set chat_share > 0, or check_share=0)"
+        )
+    _check_answer_form(answer_form)
+    if answer_form != "chain" and chat_share == 0:
+        raise ValueError(
+            f"answer_form={answer_form} is the form of the chat-layout solutions' answers, and "
+            "chat_share is 0: there are none (set chat_share > 0, or answer_form=chain)"
         )
     if max_steps is not None:
         _check_steps("max_steps", max_steps)
@@ -554,7 +585,7 @@ def generate_base_documents(
         # the shipped tiny-teacher-base)
         if chat_share > 0 and rng.random() < chat_share:
             checked = check_share > 0 and rng.random() < check_share
-            yield _chat_solution(next(problems), rng if checked else None)
+            yield _chat_solution(next(problems), rng if checked else None, answer_form)
             continue
         stepwise = stepwise_share > 0 and rng.random() < stepwise_share
         yield _worked_solution(next(problems), stepwise)

@@ -175,3 +175,25 @@ def test_cli_writes_probe_json_where_the_report_reads_it(tmp_path, monkeypatch):
     assert "after first pass: log-prob (greedy closes); lead p" in table.splitlines()[0]
     p_lead = data["points"]["end_think_after_recheck"]["p_lead"]
     assert f"; lead {100 * p_lead:.0f}%" in row
+
+
+def test_probe_traces_have_the_answer_form_the_run_was_trained_on(tmp_path):
+    """answer_form=auto reads a run's data.synthetic_answer_form; the chat closing of a restate
+    trace is its own answer sentence, not the chain."""
+    from kdlite.cli.probe import answer_form_of, held_out_examples
+    from kdlite.eval.models import resolve_model
+
+    run = tmp_path / "run"
+    (run / "export").mkdir(parents=True)
+    (run / "export" / "config.json").write_text("{}")
+    (run / "config.yaml").write_text("data:\n  synthetic_answer_form: restate\n")
+    ref = resolve_model(str(run), tmp_path / "eval")
+    assert answer_form_of(ref, "auto") == "restate" and answer_form_of(ref, "chain") == "chain"
+    (run / "config.yaml").write_text("data:\n  name: synthetic\n")  # a run from before the key
+    assert answer_form_of(ref, "auto") == "chain"
+    assert answer_form_of(resolve_model(str(BASE), tmp_path / "eval"), "auto") == "chain"
+
+    (example,) = [e for e in held_out_examples(4, "restate") if probe_texts(e) is not None][:1]
+    closing = probe_texts(example)["end_think_after_recheck"].closing
+    y = boxed_answer(example)
+    assert closing.startswith("\n</think>\n\n") and f" has {y} " in closing and " = " not in closing

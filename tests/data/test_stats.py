@@ -25,6 +25,7 @@ DATA_KEYS = [
     "max_tokens",
     "limit",
     "synthetic_size",
+    "synthetic_answer_form",
     "seed",
 ]
 

@@ -284,6 +284,50 @@ def test_check_share_ends_chat_think_blocks_after_a_complete_check_of_any_length
         next(generate_base_documents(0, check_share=0.5))  # no chat solutions to check
 
 
+def test_restate_answers_state_the_think_blocks_conclusion_and_change_nothing_else():
+    """answer_form=restate: the answer section states the result ("Emma has 18 beads at the end.")
+    instead of deriving it again; the problems and think blocks are the chain form's, and the chain
+    form is the default stream, example for example."""
+    chain, restate = generate_examples(60, 2), generate_examples(60, 2, answer_form="restate")
+    assert chain == generate_examples(60, 2, answer_form="chain")
+    assert [(e.prompt, e.cot) for e in chain] == [(e.prompt, e.cot) for e in restate]
+    assert generate_examples(20, 2, answer_form="restate") == restate[:20]  # prefix-stable
+    for c, r in zip(chain, restate, strict=True):
+        y = boxed_answer(c)
+        assert boxed_answer(r) == y
+        head, boxed = r.answer.split("\n\n")
+        assert re.fullmatch(rf"{c.prompt.split()[0]} has {y} [a-z ]+ at the end\.", head), head
+        assert boxed == f"The answer is \\boxed{{{y}}}." and c.answer.endswith(boxed)
+        assert EQ_RE.search(c.answer.split("\n\n")[0])  # the chain form re-derives it
+        assert f" {y} " in c.cot.rsplit("\n\n", 1)[-1]  # the think block's conclusion
+    with pytest.raises(ValueError, match="answer_form must be one of"):
+        generate_examples(3, 0, answer_form="summary")
+
+
+def test_restate_answers_in_the_base_corpus_are_the_chat_solutions_alone():
+    kwargs = dict(stepwise_share=0.5, chat_share=0.5, max_steps=2, check_share=0.5)
+    chain = list(islice(generate_base_documents(0, **kwargs), 400))
+    restate = list(islice(generate_base_documents(0, answer_form="restate", **kwargs), 400))
+    chats = 0
+    for c, r in zip(chain, restate, strict=True):
+        if not c.startswith("<|im_start|>user\n"):
+            assert r == c  # worked solutions and practice lines keep their form
+            continue
+        chats += 1
+        think_c, answer_c = c.split("\n</think>\n\n")
+        think_r, answer_r = r.split("\n</think>\n\n")
+        y = str(_solve(_problem_of(c)))
+        assert think_r == think_c and EQ_RE.search(answer_c) and not EQ_RE.search(answer_r)
+        name = _problem_of(c).split()[0]
+        pattern = rf"{name} has {y} [a-z ]+ at the end\.\n\nThe answer is \\boxed\{{{y}\}}\."
+        assert re.fullmatch(pattern + r"<\|im_end\|>", answer_r), answer_r
+    assert chats > 100
+    with pytest.raises(ValueError, match="answer_form=restate is the form of the chat-layout"):
+        next(generate_base_documents(0, answer_form="restate"))  # no chat solutions
+    with pytest.raises(ValueError, match="answer_form must be one of"):
+        next(generate_base_documents(0, chat_share=0.3, answer_form="brief"))
+
+
 def _apply_op(a: int, op: str, k: int) -> int:
     return {"+": a + k, "-": a - k, "*": a * k, "/": a // k}[op]
 
