@@ -12,7 +12,10 @@ of traces catching and correcting a slip of the first pass; a second, forward ve
 conclusion that restates the answer ("So the answer is 17: ...") close the CoT, so the later tokens
 are verification and restating, as in the study's traces. No cue puts a backward value after the
 word "answer" (a whole-text grader would read it as the answer). The answer section is a short
-summary ending in `\\boxed{N}`.
+summary ending in `\\boxed{N}`: by default the chain again in one line, which re-derives the answer
+from the problem's start (and so corrects a think block that drifted), or with
+`answer_form="restate"` one sentence stating the think block's conclusion
+(docs/mini-replication.md §8).
 
 Trade-off: the problems are deliberately easy (2-4 steps, every value in 1..99, +, -, *, / with
 exact division) so a tiny transformer trained on 2 CPU cores for minutes can learn them; an example
