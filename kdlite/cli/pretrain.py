@@ -45,6 +45,7 @@ import torch
 from kdlite.chat import ENDOFTEXT
 from kdlite.cli._args import UsageError, arg, argv_or_sys, parse_keys
 from kdlite.data.packing import packed_rows
+from kdlite.data.synthetic import ANSWER_FORMS
 from kdlite.models import RECIPE_FILE
 
 log = logging.getLogger(__name__)
@@ -307,7 +308,7 @@ class Keys:
     answer_form: str = arg(_RECIPE.answer_form, "answer sections: chain (the derivation again in "
                            "one line) | restate (the conclusion); stage=base: of the chat-layout "
                            "solutions; stage=reasoning: of the traces",
-                           choices=("chain", "restate"))  # fmt: skip
+                           choices=ANSWER_FORMS)  # fmt: skip
 
 
 def parse_recipe(argv: list[str]) -> tuple[PretrainRecipe, str]:

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from kdlite.chat import ENDOFTEXT
 from kdlite.cli._args import arg, argv_or_sys, parse_keys
+from kdlite.data.synthetic import ANSWER_FORMS
 
 PROG = "python -m kdlite.cli.probe"
 
@@ -39,7 +40,7 @@ class Keys:
                          "embedded | a name or folder")  # fmt: skip
     answer_form: str = arg("auto", "the traces' answer sections: auto (a run's "
                            "data.synthetic_answer_form; chain for a model folder) | chain | "
-                           "restate", choices=("auto", "chain", "restate"))  # fmt: skip
+                           "restate", choices=("auto", *ANSWER_FORMS))  # fmt: skip
 
 
 def held_out_examples(n: int, answer_form: str = "chain"):
