@@ -421,14 +421,20 @@ def table_derived(sweep: Sweep) -> str:
             else:
                 where = [run.get("supervise"), run.lsp, run.crop, run.get("lam")]
             anywhere = res.get("derived_anywhere")  # results.json before it: blank
+            # synthetic benchmarks only (evaluate.py's `think_conclusion`); blank elsewhere
+            concl = res.get("think_conclusion") or {}
+            ends, boxes = concl.get("ends_on_gold"), concl.get("boxes_own_conclusion")
             rows.append([run.name, *where, bench, _pct(run.accuracy(bench)),
                          _pct(float(derived)),
                          "" if anywhere is None else _pct(float(anywhere)),
+                         "" if ends is None else _pct(float(ends)),
+                         "" if boxes is None else _pct(float(boxes)),
                          _pct(trunc)])  # fmt: skip
     if not rows:
         return "_(no evaluation results with this diagnostic; evaluate.py writes it)_\n"
     header = ["run", "supervise", "lsp", "crop", "lam", "bench", "acc %",
-              "derived before reflecting %", "derived anywhere %", "truncated %"]  # fmt: skip
+              "derived before reflecting %", "derived anywhere %", "think block ends on gold %",
+              "boxes its think block's conclusion %", "truncated %"]  # fmt: skip
     return markdown_table(header, rows)
 
 
@@ -819,7 +825,11 @@ def write_report(
         "such result counts, also an intermediate value equal to the answer. Traces that reflect "
         "inside their first pass (the synthetic corpus, built to Table 6) never derive before a "
         "cue, so *derived anywhere* counts such a result anywhere in the output: above accuracy, "
-        "it is reasoning that was done but never concluded.\n",
+        "it is reasoning that was done but never concluded. On the synthetic benchmarks, *think "
+        "block ends on gold* is the share of outputs whose think block's last stated conclusion is "
+        "the gold (a re-check can move a model off a value it derived), and *boxes its think "
+        "block's conclusion* the share of the outputs that close their think block whose boxed "
+        "answer is that conclusion (docs/mini-replication.md §8).\n",
         table_derived(sweep),
         "## Closing probe (diagnostic)\n",
         "Does the model still close with an answer? Mean over held-out synthetic traces of the "

@@ -612,3 +612,25 @@ def answer_position(example: Example) -> float:
     if m is None:
         raise ValueError(f"{example.source_id}: the CoT never derives the boxed answer")
     return m.end() / len(example.cot)
+
+
+# The sentences with which this corpus's think blocks state a conclusion: the closings of the first
+# pass and of the re-checks above ("the answer is N", "so N is right", "has N ... at the end",
+# "ends up with N", "the final count is N").
+CONCLUSION_RE = re.compile(
+    r"answer is (-?\d[\d,]*)|so (-?\d[\d,]*) is right|has (-?\d[\d,]*) [a-z]+ at the end"
+    r"|ends up with (-?\d[\d,]*)|final count is (-?\d[\d,]*)"
+)
+
+
+def think_conclusion(text: str) -> str | None:
+    """The value the think block of `text` (everything before `</think>`) concludes last, read from
+    this corpus's conclusion sentences (`CONCLUSION_RE`); None when it states none.
+
+    A diagnostic of model outputs on the synthetic benchmarks: whether a think block *ends* on the
+    gold (a re-check can move a model off a value it derived), and whether the answer section
+    boxes what the think block concluded (docs/mini-replication.md §8)."""
+    last = None
+    for m in CONCLUSION_RE.finditer(text.split("</think>", 1)[0]):
+        last = next(g for g in m.groups() if g is not None)
+    return None if last is None else last.replace(",", "")

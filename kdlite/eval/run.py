@@ -23,7 +23,12 @@ from pathlib import Path
 from omegaconf import DictConfig, ListConfig
 from tqdm.auto import tqdm
 
-from kdlite.analysis.answer import derived_anywhere, derived_before_reflection
+from kdlite.analysis.answer import (
+    boxed_contents,
+    derived_anywhere,
+    derived_before_reflection,
+    normalize,
+)
 from kdlite.eval.benchmarks import EvalError, Problem, load_problems, user_prompt
 from kdlite.eval.config import BACKENDS, PROMPTS, SOURCES
 from kdlite.eval.generate import (
@@ -318,11 +323,40 @@ def evaluate_model(
             "first_failures": errors,
         }
         res["generation"]["this_call"] = gen_stats
+        if benches[name].source == "synthetic":
+            res["think_conclusion"] = think_conclusion_stats(problems[name], records[name])
         path = ref.results_dir(name) / "results.json"
         path.write_text(json.dumps(res, indent=1) + "\n")
         log.info("wrote %s", path)
         out.append(res)
     return out
+
+
+def think_conclusion_stats(problems: list[Problem], records: dict[tuple[str, int], dict]) -> dict:
+    """Synthetic benchmarks only (their think blocks state conclusions in the corpus's sentences,
+    `kdlite.data.synthetic.think_conclusion`): the share of outputs whose think block *ends* on the
+    gold, and of the outputs that close their think block, the share whose last boxed answer after
+    `</think>` is that block's conclusion. Diagnostics, not scores (docs/mini-replication.md §8)."""
+    from kdlite.data.synthetic import think_conclusion
+
+    gold = {p.id: normalize(p.answer) for p in problems}
+    total = ends_on_gold = ended = boxes_it = 0
+    for (pid, _), rec in records.items():
+        if pid not in gold:
+            continue
+        total += 1
+        concl = think_conclusion(rec["text"])
+        ends_on_gold += concl is not None and concl == gold[pid]
+        _, closed, after = rec["text"].partition("</think>")
+        if closed:
+            ended += 1
+            boxed = boxed_contents(after)
+            boxes_it += concl is not None and bool(boxed) and normalize(boxed[-1]) == concl
+    return {
+        "ends_on_gold": ends_on_gold / total if total else None,
+        "closed_think": ended,
+        "boxes_own_conclusion": boxes_it / ended if ended else None,
+    }
 
 
 def build_results(

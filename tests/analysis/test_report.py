@@ -57,9 +57,24 @@ def test_derived_before_reflection_is_shown_next_to_accuracy(report):
     section = _section(text, "## Answer derived before reflecting")
     row = _row(section, "lsp=0.5", "aime24")
     # fixture: 25 of 48 correct, derived = (25 + 6) / 48, truncated 12.5%; its results.json
-    # predate derived_anywhere, so that cell is blank
-    assert f"| {100 * 25 / 48:.2f} | {100 * 31 / 48:.2f} |  | 12.50 |" in row
+    # predate derived_anywhere and think_conclusion (and aime24 is not synthetic): blank cells
+    assert f"| {100 * 25 / 48:.2f} | {100 * 31 / 48:.2f} |  |  |  | 12.50 |" in row
     assert _row(section, "eval/qwen3-4b-base", "aime25").count("| baseline |") == 1
+
+
+def test_think_conclusion_counts_are_shown_where_evaluate_wrote_them(tmp_path):
+    import json
+
+    root = tmp_path / "runs"
+    shutil.copytree(FIXTURE, root)
+    path = root / "lsp=0.5" / "eval" / "aime24" / "results.json"
+    res = json.loads(path.read_text())
+    res["derived_anywhere"] = 0.75
+    res["think_conclusion"] = {"ends_on_gold": 0.5, "closed_think": 40, "boxes_own_conclusion": 0.8}
+    path.write_text(json.dumps(res))
+    text = write_report(root, n_boot=10, seed=0).read_text()
+    row = _row(_section(text, "## Answer derived before reflecting"), "lsp=0.5", "aime24")
+    assert "| 75.00 | 50.00 | 80.00 | 12.50 |" in row
 
 
 def test_missing_and_partial_runs_are_listed(report):

@@ -19,6 +19,7 @@ from kdlite.data.synthetic import (
     generate_benchmark,
     generate_examples,
     is_benchmark_problem,
+    think_conclusion,
 )
 
 EQ_RE = re.compile(r"(\d+) ([-+*/]) (\d+) = (\d+)")
@@ -384,3 +385,20 @@ def test_min_steps_benchmark_is_the_long_problems_of_the_same_split():
     assert all(_steps(b["problem"]) == 4 for b in generate_benchmark(10, 0, min_steps=4))
     with pytest.raises(ValueError, match="min_steps"):
         generate_benchmark(5, 0, min_steps=5)
+
+
+@pytest.mark.parametrize("answer_form", ["chain", "restate"])
+def test_every_trace_think_block_concludes_on_its_answer(answer_form):
+    for ex in generate_examples(200, seed=3, answer_form=answer_form):
+        assert think_conclusion(ex.cot) == str(boxed_answer(ex)), ex.source_id
+
+
+def test_think_conclusion_reads_the_last_conclusion_of_the_think_block_only():
+    drifted = (
+        "<think>\nLosing 1 leaves 11 - 1 = 10. So Ava has 10 pencils at the end.\n\nWait, let me "
+        "check again ... so 10 is right.\n\nOnce more: 7 + 4 = 11. So the answer is 1,200: "
+        "nothing.\n</think>\n\nAva has 3 pencils at the end.\n\nThe answer is \\boxed{3}."
+    )
+    assert think_conclusion(drifted) == "1200"  # the last one, thousands separator dropped
+    assert think_conclusion(drifted.replace("So the answer is 1,200: nothing.", "")) == "10"
+    assert think_conclusion("<think>\n7 + 4 = 11.\n</think>\n\nShe has 11 pens at the end.") is None

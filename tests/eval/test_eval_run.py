@@ -102,6 +102,7 @@ def test_evaluate_writes_generations_and_results(compose_eval, run_dir, capsys):
         (p, s) for p in ("p1", "p2", "p3") for s in (0, 1)
     ]
     assert "avg@n" in capsys.readouterr().out
+    assert "think_conclusion" not in saved  # the synthetic corpus's diagnostic only
     # a second call generates nothing and scores the same
     (again,) = evaluate(cfg)
     assert again["generation"]["this_call"]["samples"] == 0 and again["correct"] == res["correct"]
@@ -221,3 +222,28 @@ def test_sigkill_midway_then_resume(compose_eval, run_dir):
     keys = [(g["id"], g["sample"]) for g in final]
     assert len(keys) == len(set(keys)) == 24  # nothing generated twice, nothing lost
     assert res["generation"]["this_call"]["samples"] == 24 - done_at_kill
+
+
+def test_think_conclusion_stats_counts_where_think_blocks_end_and_what_is_boxed():
+    from kdlite.eval.benchmarks import Problem
+    from kdlite.eval.run import think_conclusion_stats
+
+    problems = [Problem("a", "q", "10"), Problem("b", "q", "7")]
+    texts = {
+        ("a", 0): "<think>\nSo Ava has 10 pens at the end.\n</think>\n\nThe answer is \\boxed{10}.",
+        # ends on the gold, boxes another value
+        ("a", 1): "<think>\nso 10 is right.\n</think>\n\nThe answer is \\boxed{1}.",
+        # a drifted re-check after the gold: ends on 5, boxes its own (wrong) conclusion
+        ("b", 0): "<think>\nso 7 is right. Then the answer is 5.\n</think>\n\\boxed{5}",
+        # never closes its think block
+        ("b", 1): "<think>\nSo the answer is 7. Wait, let me check",
+        ("other", 0): "<think>\nthe answer is 3.\n</think> \\boxed{3}",  # not in problems
+    }
+    records = {k: {"text": t} for k, t in texts.items()}
+    stats = think_conclusion_stats(problems, records)
+    assert stats == {"ends_on_gold": 3 / 4, "closed_think": 3, "boxes_own_conclusion": 2 / 3}
+    assert think_conclusion_stats(problems, {}) == {
+        "ends_on_gold": None,
+        "closed_think": 0,
+        "boxes_own_conclusion": None,
+    }
