@@ -426,9 +426,7 @@ def table_derived(sweep: Sweep) -> str:
             ends, boxes = concl.get("ends_on_gold"), concl.get("boxes_own_conclusion")
             rows.append([run.name, *where, bench, _pct(run.accuracy(bench)),
                          _pct(float(derived)),
-                         "" if anywhere is None else _pct(float(anywhere)),
-                         "" if ends is None else _pct(float(ends)),
-                         "" if boxes is None else _pct(float(boxes)),
+                         _pct(anywhere), _pct(ends), _pct(boxes),
                          _pct(trunc)])  # fmt: skip
     if not rows:
         return "_(no evaluation results with this diagnostic; evaluate.py writes it)_\n"

@@ -39,6 +39,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import islice
 
+from kdlite.chat import END_THINK
 from kdlite.data.example import Example, make_source_id
 from kdlite.data.render import render_text
 
@@ -617,9 +618,10 @@ def answer_position(example: Example) -> float:
 # The sentences with which this corpus's think blocks state a conclusion: the closings of the first
 # pass and of the re-checks above ("the answer is N", "so N is right", "has N ... at the end",
 # "ends up with N", "the final count is N").
+_N = r"(-?\d[\d,]*)"  # an integer, thousands separators allowed
 CONCLUSION_RE = re.compile(
-    r"answer is (-?\d[\d,]*)|so (-?\d[\d,]*) is right|has (-?\d[\d,]*) [a-z]+ at the end"
-    r"|ends up with (-?\d[\d,]*)|final count is (-?\d[\d,]*)"
+    rf"answer is {_N}|so {_N} is right|has {_N} [a-z]+ at the end|ends up with {_N}"
+    rf"|final count is {_N}"
 )
 
 
@@ -631,6 +633,6 @@ def think_conclusion(text: str) -> str | None:
     gold (a re-check can move a model off a value it derived), and whether the answer section
     boxes what the think block concluded (docs/mini-replication.md §8)."""
     last = None
-    for m in CONCLUSION_RE.finditer(text.split("</think>", 1)[0]):
+    for m in CONCLUSION_RE.finditer(text.split(END_THINK, 1)[0]):
         last = next(g for g in m.groups() if g is not None)
     return None if last is None else last.replace(",", "")

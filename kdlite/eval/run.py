@@ -29,6 +29,7 @@ from kdlite.analysis.answer import (
     derived_before_reflection,
     normalize,
 )
+from kdlite.chat import END_THINK
 from kdlite.eval.benchmarks import EvalError, Problem, load_problems, user_prompt
 from kdlite.eval.config import BACKENDS, PROMPTS, SOURCES
 from kdlite.eval.generate import (
@@ -347,7 +348,7 @@ def think_conclusion_stats(problems: list[Problem], records: dict[tuple[str, int
         total += 1
         concl = think_conclusion(rec["text"])
         ends_on_gold += concl is not None and concl == gold[pid]
-        _, closed, after = rec["text"].partition("</think>")
+        _, closed, after = rec["text"].partition(END_THINK)
         if closed:
             ended += 1
             boxed = boxed_contents(after)
