@@ -9,7 +9,7 @@ export HF_DATASETS_OFFLINE ?= 1
 export WANDB_MODE ?= offline
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: help install demo demo-lane-left demo-lane-rest train test test-slow test-gpu gpu-check lint fmt bench report tiny-models clean
+.PHONY: help install demo replication lane-left lane-rest train test test-slow test-gpu gpu-check lint fmt bench report tiny-models clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -27,30 +27,45 @@ install: $(STAMP) ## create .venv and install kdlite with its dev tools (offline
 demo: $(STAMP) ## the study in miniature on a CPU (~22 min): train, evaluate, report into runs/demo
 	# two lanes side by side, one thread each: a tiny model runs nearly as fast on one thread as on
 	# two, so on 2 cores this is ~1.7x the throughput of one lane (BENCHMARKS.md, 2026-12-04 10:27)
-	$(MAKE) --no-print-directory -j2 demo-lane-left demo-lane-rest
+	$(MAKE) --no-print-directory -j2 lane-left lane-rest EXP=demo
 	$(PY) -m kdlite.cli.report runs=runs/demo
 
-# One lane of `make demo`: train its conditions, then evaluate and probe them (docs/mini-replication.md).
-DEMO_TRAIN := $(PY) train.py -m experiment=demo trainer.progress_bar=false
-DEMO_EVAL := $(PY) evaluate.py bench=synthetic_long out_dir=runs/demo/baseline
-DEMO_PROBE := $(PY) -m kdlite.cli.probe out_dir=runs/demo/baseline
-demo-lane-left demo-lane-rest: export OMP_NUM_THREADS = 1
+replication: $(STAMP) ## the study in miniature at the teacher's budget (~2 h on 2 cores) into runs/replication
+	# the demo's grid on the restate pair, 6,400 steps per condition (conf/experiment/replication.yaml,
+	# docs/mini-replication.md §9)
+	$(MAKE) --no-print-directory -j2 lane-left lane-rest EXP=replication
+	$(PY) -m kdlite.cli.report runs=runs/replication
 
-demo-lane-left: $(STAMP)
-	$(DEMO_TRAIN) lsp=0.25,0.5,1.0
-	$(DEMO_EVAL) "model=['runs/demo/lsp=0.25','runs/demo/lsp=0.5','runs/demo/lsp=1.0']"
-	$(DEMO_PROBE) "model=['runs/demo/lsp=0.25','runs/demo/lsp=0.5','runs/demo/lsp=1.0']"
+# The two lanes of `make demo` and `make replication` (EXP=demo|replication): train the conditions,
+# then evaluate and probe them (docs/mini-replication.md). The left lane is the longer at E's budget
+# (§8: lsp 1.0 ~40 min, 0.5 ~32, 0.25 ~25, right 0.5 ~28 on one thread). TRAIN_ARGS="..." adds
+# train.py overrides to every condition.
+EXP ?= demo
+RUNS := runs/$(EXP)
+TRAIN := $(PY) train.py -m experiment=$(EXP) trainer.progress_bar=false $(TRAIN_ARGS)
+EVAL := $(PY) evaluate.py bench=synthetic_long out_dir=$(RUNS)/baseline
+PROBE := $(PY) -m kdlite.cli.probe out_dir=$(RUNS)/baseline
+# the un-distilled student is probed on traces of its experiment's answer form (a run reads its own)
+BASE_FORM := $(if $(filter replication,$(EXP)),restate,chain)
+LEFT := '$(RUNS)/lsp=0.25','$(RUNS)/lsp=0.5','$(RUNS)/lsp=1.0'
+REST := '$(RUNS)/crop=right,lsp=0.5','$(RUNS)/supervise=cot','$(RUNS)/supervise=a'
+lane-left lane-rest: export OMP_NUM_THREADS = 1
 
-demo-lane-rest: $(STAMP)
+lane-left: $(STAMP)
+	$(TRAIN) lsp=0.25,0.5,1.0
+	$(EVAL) "model=[$(LEFT)]"
+	$(PROBE) "model=[$(LEFT)]"
+
+lane-rest: $(STAMP)
 	# the un-distilled student base and the teacher, then the other conditions
-	$(PY) -m kdlite.cli.export out=runs/demo/baseline/tiny-student
-	$(PY) -m kdlite.cli.export out=runs/demo/baseline/tiny-teacher role=teacher
-	$(DEMO_EVAL) "model=['runs/demo/baseline/tiny-student','runs/demo/baseline/tiny-teacher']"
-	$(DEMO_PROBE) "model=['runs/demo/baseline/tiny-student']"
-	$(DEMO_TRAIN) crop=right lsp=0.5
-	$(DEMO_TRAIN) supervise=cot,a
-	$(DEMO_EVAL) "model=['runs/demo/crop=right,lsp=0.5','runs/demo/supervise=cot','runs/demo/supervise=a']"
-	$(DEMO_PROBE) "model=['runs/demo/crop=right,lsp=0.5','runs/demo/supervise=cot','runs/demo/supervise=a']"
+	$(PY) -m kdlite.cli.export out=$(RUNS)/baseline/tiny-student experiment=$(EXP)
+	$(PY) -m kdlite.cli.export out=$(RUNS)/baseline/tiny-teacher role=teacher experiment=$(EXP)
+	$(EVAL) "model=['$(RUNS)/baseline/tiny-student','$(RUNS)/baseline/tiny-teacher']"
+	$(PROBE) "model=['$(RUNS)/baseline/tiny-student']" answer_form=$(BASE_FORM)
+	$(TRAIN) crop=right lsp=0.5
+	$(TRAIN) supervise=cot,a
+	$(EVAL) "model=[$(REST)]"
+	$(PROBE) "model=[$(REST)]"
 
 train: $(STAMP) ## one run on the embedded default: `python train.py` (tiny pair, CPU, ~5 min)
 	$(PY) train.py
@@ -76,11 +91,14 @@ fmt: $(STAMP) ## apply ruff fixes and formatting
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-tiny-models: $(STAMP) ## rebuild the shipped tiny pair weights in kdlite/assets (~35 min on 2 cores)
+tiny-models: $(STAMP) ## rebuild the shipped tiny pairs' weights in kdlite/assets (~65 min on 2 cores)
 	$(PY) -m kdlite.cli.pretrain shape=tiny-student steps=1600 chat_share=0.3 max_steps=2
 	# the shipped teacher base predates the step-by-step solutions in the base corpus
 	$(PY) -m kdlite.cli.pretrain shape=tiny-teacher steps=1500 stepwise_share=0
 	$(PY) -m kdlite.cli.pretrain stage=reasoning
+	# the restate pair of `make replication` (docs/mini-replication.md §8-9), ~30 min more
+	$(PY) -m kdlite.cli.pretrain shape=tiny-student steps=1600 chat_share=0.3 max_steps=2 check_share=0.5 answer_form=restate
+	$(PY) -m kdlite.cli.pretrain stage=reasoning answer_form=restate
 
 bench: $(STAMP) ## CPU benchmark of the training step vs the naive reference (appends to BENCHMARKS.md)
 	$(PY) -m kdlite.cli.bench

@@ -79,7 +79,9 @@ class ModelConfig:
     name: Optional[str] = None  # Hub id or local folder (None when `shape` builds random weights)
     revision: Optional[str] = None
     shape: Optional[str] = None  # a key of kdlite.models.QWEN3_SHAPES
-    init: str = "random"  # a shape's weights: random, or shipped (tiny): base | reasoning (teacher)
+    # a shape's weights: random, or shipped (tiny): base | reasoning (teacher), or the restate
+    # pair's base-restate | reasoning-restate (experiment=replication)
+    init: str = "random"
     bootstrap: bool = False  # tiny teacher: train it on the data with the hard loss first (cached)
 
 

@@ -141,7 +141,9 @@ ASSETS = Path(__file__).parent / "assets"
 # beside every shipped tiny model's weights: its recipe, tokenizer fingerprint, loss, wall time
 # (written by `python -m kdlite.cli.pretrain`)
 RECIPE_FILE = "kdlite_base.json"
-INITS = ("random", "base", "reasoning")
+# `<init>-restate`: the pair whose traces' answer sections restate the think block's conclusion
+# (`experiment=replication`, docs/mini-replication.md §8-9); the plain names are the defaults.
+INITS = ("random", "base", "reasoning", "base-restate", "reasoning-restate")
 
 
 def asset_dir(shape: str, init: str) -> Path:

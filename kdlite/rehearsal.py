@@ -49,16 +49,17 @@ def settings_for(cfg: Any) -> RehearsalSettings | None:
     if int(r.rows) == 0:
         return None
     student = cfg.pair.student
-    if not student.shape or student.init != "base":
+    if not student.shape or student.init not in ("base", "base-restate"):
         raise ConfigError(
             "pair.rehearsal.rows: rehearsal replays the pre-training corpus of a shipped tiny "
-            f"base (pair.student.shape=tiny-* with init=base); this student is "
+            f"base (pair.student.shape=tiny-* with init=base or base-restate); this student is "
             f"{student.name or student.shape!r} with init={student.init!r}. Set "
             "pair.rehearsal.rows=0."
         )
     from kdlite.models import RECIPE_FILE, asset_dir
 
-    recipe = json.loads((asset_dir(student.shape, "base") / RECIPE_FILE).read_text())["recipe"]
+    recipe = json.loads((asset_dir(student.shape, student.init) / RECIPE_FILE).read_text())
+    recipe = recipe["recipe"]
     return RehearsalSettings(
         rows=int(r.rows),
         seq_len=int(r.seq_len),

@@ -12,7 +12,7 @@ import torch
 
 from kdlite.cli.pretrain import RECIPE_FILE, PretrainRecipe, lr_at, packed_rows, pretrain
 from kdlite.config import ConfigError, validate
-from kdlite.models import ASSETS, ModelLoadError, ModelSpec, asset_dir, load_model
+from kdlite.models import ASSETS, INITS, ModelLoadError, ModelSpec, asset_dir, load_model
 
 
 class _CharTok:
@@ -61,15 +61,23 @@ def test_pretrain_writes_a_loadable_bf16_model_with_its_recipe(tmp_path, embedde
     assert torch.isfinite(lm(input_ids=ids).logits).all()
 
 
-@pytest.mark.parametrize("shape", ["tiny-teacher", "tiny-student"])
-def test_shipped_base_weights_load_and_match_the_embedded_tokenizer(shape, embedded_tokenizer):
+@pytest.mark.parametrize(
+    "shape, init",
+    [("tiny-teacher", "base"), ("tiny-student", "base"), ("tiny-student", "base-restate")],
+)
+def test_shipped_base_weights_load_and_match_the_embedded_tokenizer(
+    shape, init, embedded_tokenizer
+):
     from kdlite.data.tokenizer import tokenizer_fingerprint
 
-    record = json.loads((asset_dir(shape, "base") / RECIPE_FILE).read_text())
+    record = json.loads((asset_dir(shape, init) / RECIPE_FILE).read_text())
     # A tokenizer change without `make tiny-models` would silently scramble every id.
     assert record["tokenizer"] == tokenizer_fingerprint(embedded_tokenizer)
     assert record["recipe"]["shape"] == shape
-    lm = load_model(ModelSpec(shape=shape, init="base"), vocab_size=len(embedded_tokenizer))
+    assert record["recipe"].get("answer_form", "chain") == (
+        "restate" if "restate" in init else "chain"
+    )
+    lm = load_model(ModelSpec(shape=shape, init=init), vocab_size=len(embedded_tokenizer))
     random = load_model(ModelSpec(shape=shape), vocab_size=len(embedded_tokenizer), seed=0)
     assert lm.config.hidden_size == random.config.hidden_size
     assert lm.config.num_hidden_layers == random.config.num_hidden_layers
@@ -78,35 +86,47 @@ def test_shipped_base_weights_load_and_match_the_embedded_tokenizer(shape, embed
 
 def test_make_tiny_models_rebuilds_the_shipped_recipes():
     """Each `kdlite.cli.pretrain shape=...` line of the Makefile's tiny-models target is the recipe
-    recorded next to the shipped weights (e.g. the teacher's stepwise_share=0)."""
+    recorded next to the shipped weights it writes (e.g. the teacher's stepwise_share=0; the
+    restate base's answer_form=restate, written to tiny-student-base-restate)."""
     from dataclasses import asdict
 
     from kdlite.cli.pretrain import PretrainRecipe, parse_recipe
 
     makefile = (Path(__file__).parents[1] / "Makefile").read_text()
     lines = re.findall(r"-m kdlite\.cli\.pretrain (shape=.*)", makefile)
-    assert len(lines) == 2
+    assert len(lines) == 3
+    outs = []
     for line in lines:
-        recipe, _ = parse_recipe(line.split())
-        record = json.loads((asset_dir(recipe.shape, "base") / RECIPE_FILE).read_text())
+        recipe, out = parse_recipe(line.split())
+        record = json.loads((Path(out) / RECIPE_FILE).read_text())
         # a record written before a recipe field existed has that field's default (chat_share: 0)
         assert set(record["recipe"]) <= set(asdict(recipe)), line
         assert PretrainRecipe(**record["recipe"]) == recipe, line
+        outs.append(Path(out).relative_to(ASSETS).as_posix())
+    assert outs == ["tiny-student-base", "tiny-teacher-base", "tiny-student-base-restate"]
 
 
-def test_shipped_reasoning_teacher_was_trained_from_the_shipped_base(embedded_tokenizer):
-    from kdlite.cli.pretrain import REASONING_OVERRIDES
+@pytest.mark.parametrize("init, form", [("reasoning", "chain"), ("reasoning-restate", "restate")])
+def test_shipped_reasoning_teachers_were_trained_from_the_shipped_base(
+    init, form, embedded_tokenizer
+):
+    from kdlite.cli.pretrain import REASONING_OVERRIDES, default_asset
     from kdlite.data.tokenizer import tokenizer_fingerprint
     from kdlite.models import asset_fingerprint
 
-    record = json.loads((asset_dir("tiny-teacher", "reasoning") / RECIPE_FILE).read_text())
+    record = json.loads((asset_dir("tiny-teacher", init) / RECIPE_FILE).read_text())
     # rebuilding the base without the reasoning stage (`make tiny-models` does both) is caught here
     assert record["base_weights"] == asset_fingerprint("tiny-teacher", "base")
     assert record["tokenizer"] == tokenizer_fingerprint(embedded_tokenizer)
-    assert record["train_overrides"] == REASONING_OVERRIDES
-    lm = load_model(
-        ModelSpec(shape="tiny-teacher", init="reasoning"), vocab_size=len(embedded_tokenizer)
-    )
+    # what `python -m kdlite.cli.pretrain stage=reasoning answer_form=<form>` trains with
+    extra = [] if form == "chain" else [f"data.synthetic_answer_form={form}"]
+    assert record["train_overrides"] == REASONING_OVERRIDES + extra
+    makefile = (Path(__file__).parents[1] / "Makefile").read_text()
+    stage = "stage=reasoning" + ("" if form == "chain" else f" answer_form={form}")
+    assert re.search(rf"-m kdlite\.cli\.pretrain {stage}$", makefile, re.M), stage
+    # ... and writes, without out=, to the folder `pair.teacher.init=<init>` loads
+    assert asset_dir("tiny-teacher", init).name == default_asset("tiny-teacher", "reasoning", form)
+    lm = load_model(ModelSpec(shape="tiny-teacher", init=init), vocab_size=len(embedded_tokenizer))
     assert lm.config.num_hidden_layers == 4
 
 
@@ -159,7 +179,8 @@ def test_assets_hold_only_the_expected_files():
         names = {p.name for p in folder.iterdir()}
         assert {"config.json", "model.safetensors", RECIPE_FILE} <= names, folder
         assert (folder / "model.safetensors").stat().st_size < 4_000_000, folder
-        assert re.fullmatch(r"tiny-(teacher|student)-base|tiny-teacher-reasoning", folder.name)
+        # every folder is one a `pair.<role>.init` can name (no stray copies or leftovers)
+        assert folder.name in {f"{s}-{i}" for s in ("tiny-teacher", "tiny-student") for i in INITS}
 
 
 def test_export_of_the_pairs_teacher_is_the_shipped_model_with_a_tokenizer(tmp_path):

@@ -95,6 +95,19 @@ def test_settings_come_from_the_shipped_base_record_and_other_students_are_refus
         validate(make_cfg(tmp_path, "pair.rehearsal.rows=-1"))
 
 
+def test_the_restate_base_rehearses_its_own_corpus(tmp_path, embedded_tokenizer):
+    """`experiment=replication`'s student (init=base-restate) replays B4's recorded corpus: its
+    chat-layout solutions check the answer and restate the conclusion, unlike the default base's."""
+    cfg = make_cfg(tmp_path, "experiment=replication")
+    s, default = settings_for(cfg), settings_for(make_cfg(tmp_path / "d", "experiment=demo"))
+    assert s is not None and default is not None
+    assert (s.answer_form, s.check_share, s.max_steps) == ("restate", 0.5, 2)
+    assert default.answer_form == "chain"
+    texts = [embedded_tokenizer.decode(r) for r in step_rows(s, embedded_tokenizer, 0)]
+    assert any("</think>" in t for t in texts)
+    assert any(" at the end." in t.split("</think>")[1] for t in texts if "</think>" in t)
+
+
 def test_the_step_gradient_gains_weight_times_the_rehearsal_gradient(tmp_path, embedded_tokenizer):
     """grad(with) - grad(without) = weight x grad of the mean CE on step 0's rows, computed here
     from the same initial student; and the split into micro-batches does not change it."""

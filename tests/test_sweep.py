@@ -99,3 +99,41 @@ def test_status_needs_no_status_file_for_old_runs(tmp_path):
     (tmp_path / "r").mkdir()
     (tmp_path / "r" / "config.yaml").write_text("lsp: 1.0\n")
     assert read_status(tmp_path / "r").state == "interrupted"
+
+
+@pytest.mark.parametrize("experiment", ["demo", "replication"])
+def test_make_lanes_evaluate_exactly_the_runs_they_train(experiment):
+    """`make demo` / `make replication`: the run directories the lanes evaluate and probe are the
+    ones their train.py sweeps write (a renamed condition would otherwise leave a run unevaluated
+    and the report a row short), and together they are the study's grid in miniature."""
+    import re
+    import shlex
+    from pathlib import Path
+
+    makefile = (Path(__file__).parents[1] / "Makefile").read_text()
+    assert f"lane-left lane-rest EXP={experiment}" in makefile
+    variables = dict(re.findall(r"^([A-Z_]+) := (.*)$", makefile, re.M), EXP=experiment, PY="py")
+
+    def expand_vars(line: str) -> str:
+        while (
+            done := re.sub(r"\$\((\w+)\)", lambda m: variables.get(m.group(1), ""), line)
+        ) != line:
+            line = done
+        return line.strip()
+
+    trained: set[str] = set()
+    read: dict[str, set[str]] = {"evaluate.py": set(), "kdlite.cli.probe": set()}
+    for lane in ("left", "rest"):
+        body = re.search(rf"^lane-{lane}: .*\n((?:\t.*\n)+)", makefile, re.M).group(1)
+        for line in map(expand_vars, body.splitlines()):
+            if f"train.py -m experiment={experiment}" in line:
+                args = [a for a in shlex.split(line) if "=" in a and not a.startswith("trainer.")]
+                trained |= {str(j.run_dir) for j in expand(args)}
+            for tool, models in read.items():
+                if tool in line:
+                    listed = re.findall(r"'([^']+)'", re.search(r"model=\[(.*)\]", line).group(1))
+                    models |= {m for m in listed if "/baseline/" not in m}
+    root = f"runs/{experiment}/"
+    want = {"lsp=0.25", "lsp=0.5", "lsp=1.0", "crop=right,lsp=0.5", "supervise=cot", "supervise=a"}
+    assert trained == {root + w for w in want}
+    assert read["evaluate.py"] == trained and read["kdlite.cli.probe"] == trained

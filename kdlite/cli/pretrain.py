@@ -21,6 +21,14 @@ crossing document boundaries, as usual for LM pre-training (unlike distillation,
     python -m kdlite.cli.pretrain shape=tiny-teacher steps=1500 stepwise_share=0   # -> ...-base
     python -m kdlite.cli.pretrain stage=reasoning   # -> kdlite/assets/tiny-teacher-reasoning
 
+The restate pair of `experiment=replication` (docs/mini-replication.md §8-9): answer sections that
+restate the think block's conclusion, in the student base's chat-layout solutions and in the
+teacher's traces; `answer_form=restate` writes to `...-restate` beside the defaults:
+
+    python -m kdlite.cli.pretrain shape=tiny-student steps=1600 chat_share=0.3 max_steps=2 \
+        check_share=0.5 answer_form=restate        # -> kdlite/assets/tiny-student-base-restate
+    python -m kdlite.cli.pretrain stage=reasoning answer_form=restate   # -> ...-reasoning-restate
+
 The teacher is then post-trained on the embedded long-CoT traces with the hard loss alone, as the
 study's teachers are reasoning models post-trained from their bases: that takes ~800 optimizer
 steps (14 min on 2 cores), more than the 15-minute demo can spend, so it ships as
@@ -290,7 +298,8 @@ class Keys:
     shape: str | None = arg(None, "stage=base: tiny-student | tiny-teacher (required)")
     steps: int | None = arg(None, "stage=base: optimizer steps (required)")
     out: str | None = arg(None, "output folder (null: kdlite/assets/<shape>-base, or "
-                          "kdlite/assets/tiny-teacher-reasoning)")  # fmt: skip
+                          "kdlite/assets/tiny-teacher-reasoning; either with -restate after it "
+                          "for answer_form=restate)")  # fmt: skip
     seq_len: int = arg(_RECIPE.seq_len, "stage=base: tokens per packed row")
     batch: int = arg(_RECIPE.batch, "stage=base: rows per step")
     lr: float = arg(_RECIPE.lr, "stage=base: peak learning rate")
@@ -316,7 +325,14 @@ def parse_recipe(argv: list[str]) -> tuple[PretrainRecipe, str]:
     from kdlite.models import ASSETS
 
     keys = parse_keys(Keys, argv, prog=PROG, doc=__doc__)
-    return _recipe(keys), keys.out or str(ASSETS / f"{keys.shape}-base")
+    recipe = _recipe(keys)
+    return recipe, keys.out or str(ASSETS / default_asset(recipe.shape, "base", keys.answer_form))
+
+
+def default_asset(shape: str, stage: str, answer_form: str) -> str:
+    """The asset folder a stage writes by default: `<shape>-<stage>`, with `-restate` for the
+    restate pair (`pair.*.init=base-restate|reasoning-restate`, docs/mini-replication.md §9)."""
+    return f"{shape}-{stage}" + ("" if answer_form == "chain" else f"-{answer_form}")
 
 
 def _recipe(keys: Keys) -> PretrainRecipe:
@@ -346,11 +362,14 @@ def main(argv: list[str] | None = None) -> None:
         given = [w for w in argv_or_sys(argv) if w.partition("=")[0] in recipe_keys]
         if given:
             raise UsageError(PROG, f"{', '.join(given)}: a key of stage=base, not of reasoning")
-        out = keys.out or str(ASSETS / "tiny-teacher-reasoning")
+        out = keys.out or str(ASSETS / default_asset("tiny-teacher", "reasoning", keys.answer_form))
         with tempfile.TemporaryDirectory(prefix="kdlite-reasoning-") as tmp:
             reasoning_teacher(out, Path(tmp) / "run", str(keys.answer_form))
         return
-    pretrain(_recipe(keys), keys.out or str(ASSETS / f"{keys.shape}-base"))
+    recipe = _recipe(keys)
+    pretrain(
+        recipe, keys.out or str(ASSETS / default_asset(recipe.shape, "base", keys.answer_form))
+    )
 
 
 if __name__ == "__main__":
