@@ -524,10 +524,18 @@ def _save(fig, path: Path) -> None:
     _plt().close(fig)
 
 
-def _err(run: Run, bench: str) -> float:
-    """Half the 95% interval of the run's accuracy, in %, for an error bar (0 when unknown)."""
-    half = _ci_half(run, bench)
-    return 0.0 if half is None else 100 * half
+def _err(run: Run, bench: str) -> tuple[float, float]:
+    """The run's 95% interval as (below, above) its accuracy, in %, for an error bar; (0, 0) when
+    unknown. The evaluator clips the interval to [0, 1], so a bar never crosses 0% or 100%."""
+    ci, acc = run.results.get(bench, {}).get("ci95"), run.accuracy(bench)
+    if not ci or acc is None:
+        return (0.0, 0.0)
+    return (100 * max(0.0, acc - float(ci[0])), 100 * max(0.0, float(ci[1]) - acc))
+
+
+def _yerr(errs: Sequence[tuple[float, float]]) -> list[list[float]]:
+    """matplotlib's asymmetric `yerr` (a row below, a row above) from `_err` pairs."""
+    return [[e[0] for e in errs], [e[1] for e in errs]]
 
 
 def _cell(run: Run, sweep: Sweep, bench: str | None = None) -> str:
@@ -552,7 +560,7 @@ def _shared(sweep: Sweep) -> str:
         parts.append(f"data {next(iter(datas))}")
     if len(sweep.benches) == 1:
         parts.append(f"bench {sweep.benches[0]}")
-    return f" ({', '.join(parts)})" if parts else ""
+    return f"\n({', '.join(parts)})" if parts else ""  # a second line: titles stay in the figure
 
 
 def figure_accuracy_vs_lsp(sweep: Sweep, path: Path) -> bool:
@@ -578,7 +586,7 @@ def figure_accuracy_vs_lsp(sweep: Sweep, path: Path) -> bool:
                     or "distilled"
                 )
                 xs, ys, es = zip(*pts, strict=True)
-                bars = ax.errorbar(xs, ys, yerr=es, fmt="o-", capsize=3, label=label)
+                bars = ax.errorbar(xs, ys, yerr=_yerr(es), fmt="o-", capsize=3, label=label)
                 color = bars.lines[0].get_color()
                 paper_pts = [(p, _paper_acc(curve[0], bench, p)) for p in (0.5, 1.0)]
                 paper_pts = [(p, 100 * a) for p, a in paper_pts if a is not None]
@@ -601,13 +609,17 @@ def figure_accuracy_vs_lsp(sweep: Sweep, path: Path) -> bool:
 
 
 def _bars(
-    ax, groups: list[str], series: dict[str, list[float | None]], errors: dict[str, list[float]]
+    ax,
+    groups: list[str],
+    series: dict[str, list[float | None]],
+    errors: dict[str, list[tuple[float, float]]],
 ) -> None:
     width = 0.8 / max(1, len(series))
     x = np.arange(len(groups))
     for i, (name, values) in enumerate(series.items()):
         ys = [np.nan if v is None else 100 * v for v in values]
-        ax.bar(x + i * width - 0.4 + width / 2, ys, width, yerr=errors.get(name), capsize=3,
+        errs = errors.get(name)
+        ax.bar(x + i * width - 0.4 + width / 2, ys, width, yerr=errs and _yerr(errs), capsize=3,
                label=name)  # fmt: skip
     ax.set_xticks(
         x,
@@ -645,7 +657,7 @@ def figure_left_right(sweep: Sweep, path: Path) -> bool:
 def figure_supervision(sweep: Sweep, path: Path) -> bool:
     groups: list[str] = []
     series: dict[str, list[float | None]] = defaultdict(list)
-    errors: dict[str, list[float]] = defaultdict(list)
+    errors: dict[str, list[tuple[float, float]]] = defaultdict(list)
     sup_groups = supervision_groups(sweep)
     names = sorted({str(r.get("supervise")) for g in sup_groups.values() for r in g})
     for runs in sup_groups.values():
@@ -655,7 +667,7 @@ def figure_supervision(sweep: Sweep, path: Path) -> bool:
             for name in names:
                 run = by_sup.get(name)
                 series[name].append(None if run is None else run.accuracy(bench))
-                errors[name].append(0.0 if run is None else _err(run, bench))
+                errors[name].append((0.0, 0.0) if run is None else _err(run, bench))
     if not groups:
         return False
     plt = _plt()
@@ -680,7 +692,7 @@ def figure_lambda(sweep: Sweep, path: Path) -> bool:
             drawn = True
             label = " · ".join(filter(None, [_cell(runs[0], sweep, bench), f"LSP {runs[0].lsp}"]))
             xs, ys, es = zip(*pts, strict=True)
-            bars = ax.errorbar(xs, ys, yerr=es, fmt="o-", capsize=3, label=label)
+            bars = ax.errorbar(xs, ys, yerr=_yerr(es), fmt="o-", capsize=3, label=label)
             paper_pts = [
                 (lam, _paper_acc(r, bench)) for lam, r in ((float(r.get("lam")), r) for r in runs)
             ]

@@ -32,11 +32,28 @@ def calls(monkeypatch):
 def test_accuracy_curves_carry_their_95_percent_intervals(tmp_path, calls):
     sweep = rep.make_sweep(load_runs(FIXTURE))
     assert rep.figure_accuracy_vs_lsp(sweep, tmp_path / "f.png")
-    assert calls and all(len(c["yerr"]) == len(c["y"]) for c in calls)
+    # asymmetric bars: a row below and a row above each point
+    assert calls and all(len(c["yerr"]) == 2 for c in calls)
+    assert all(len(row) == len(c["y"]) for c in calls for row in c["yerr"])
     run = next(r for r in sweep.trained if r.results.get("aime24", {}).get("ci95"))
     lo, hi = run.results["aime24"]["ci95"]
-    assert rep._err(run, "aime24") == pytest.approx(100 * (hi - lo) / 2)
-    assert any(e > 0 for c in calls for e in c["yerr"])
+    acc = run.accuracy("aime24")
+    assert rep._err(run, "aime24") == pytest.approx((100 * (acc - lo), 100 * (hi - acc)))
+    assert any(e > 0 for c in calls for row in c["yerr"] for e in row)
+
+
+def test_error_bars_stop_at_the_clipped_interval(tmp_path, calls):
+    """An accuracy near 0 has an interval clipped at 0 by the evaluator: its bar must not reach
+    below 0%, as a symmetric half-width bar would (2.5% with [0.0, 7.4] drew down to -1.2%)."""
+    sweep = rep.make_sweep(load_runs(FIXTURE))
+    run = next(r for r in sweep.trained if r.results.get("aime24", {}).get("ci95"))
+    run.results["aime24"] = {**run.results["aime24"], "avg_at_n": 0.025, "ci95": [0.0, 0.074]}
+    assert run.accuracy("aime24") == pytest.approx(0.025)
+    assert rep._err(run, "aime24") == pytest.approx((2.5, 4.9))
+    assert rep.figure_accuracy_vs_lsp(sweep, tmp_path / "f.png")
+    for c in calls:
+        for y, below in zip(c["y"], c["yerr"][0], strict=True):
+            assert y - below >= -1e-9
 
 
 def test_labels_name_only_what_differs(tmp_path):
@@ -45,7 +62,7 @@ def test_labels_name_only_what_differs(tmp_path):
     assert rep._cell(one.trained[0], one, "aime24") == ""  # nothing differs: nothing repeated
     assert (
         rep._shared(one)
-        == f" (pair {one.trained[0].pair}, data {one.trained[0].data}, bench aime24)"
+        == f"\n(pair {one.trained[0].pair}, data {one.trained[0].data}, bench aime24)"
     )
     assert "bench aime25" in rep._cell(sweep.trained[0], sweep, "aime25")
 
