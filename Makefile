@@ -38,11 +38,11 @@ replication: $(STAMP) ## the study in miniature at the teacher's budget (~2 h on
 
 # The two lanes of `make demo` and `make replication` (EXP=demo|replication): train the conditions,
 # then evaluate and probe them (docs/mini-replication.md). The left lane is the longer at E's budget
-# (§8: lsp 1.0 ~40 min, 0.5 ~32, 0.25 ~25, right 0.5 ~28 on one thread). TRAIN_ARGS="..." adds
-# train.py overrides to every condition.
+# (§8: lsp 1.0 ~40 min, 0.5 ~32, 0.25 ~25, right 0.5 ~28 on one thread). Another recipe is another
+# experiment config: a train.py override would also rename the run directories evaluated below.
 EXP ?= demo
 RUNS := runs/$(EXP)
-TRAIN := $(PY) train.py -m experiment=$(EXP) trainer.progress_bar=false $(TRAIN_ARGS)
+TRAIN := $(PY) train.py -m experiment=$(EXP) trainer.progress_bar=false
 EVAL := $(PY) evaluate.py bench=synthetic_long out_dir=$(RUNS)/baseline
 PROBE := $(PY) -m kdlite.cli.probe out_dir=$(RUNS)/baseline
 # the un-distilled student is probed on traces of its experiment's answer form (a run reads its own)
