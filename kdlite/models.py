@@ -143,7 +143,8 @@ ASSETS = Path(__file__).parent / "assets"
 RECIPE_FILE = "kdlite_base.json"
 # `<init>-restate`: the pair whose traces' answer sections restate the think block's conclusion
 # (`experiment=replication`, docs/mini-replication.md §8-9); the plain names are the defaults.
-INITS = ("random", "base", "reasoning", "base-restate", "reasoning-restate")
+BASE_INITS = ("base", "base-restate")  # pre-trained bases (what `pair.rehearsal` can replay)
+INITS = ("random", *BASE_INITS, "reasoning", "reasoning-restate")
 
 
 def asset_dir(shape: str, init: str) -> Path:

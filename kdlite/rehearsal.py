@@ -48,16 +48,16 @@ def settings_for(cfg: Any) -> RehearsalSettings | None:
     r = cfg.pair.rehearsal
     if int(r.rows) == 0:
         return None
+    from kdlite.models import BASE_INITS, RECIPE_FILE, asset_dir
+
     student = cfg.pair.student
-    if not student.shape or student.init not in ("base", "base-restate"):
+    if not student.shape or student.init not in BASE_INITS:
         raise ConfigError(
             "pair.rehearsal.rows: rehearsal replays the pre-training corpus of a shipped tiny "
-            f"base (pair.student.shape=tiny-* with init=base or base-restate); this student is "
+            f"base (pair.student.shape=tiny-* with init={' or '.join(BASE_INITS)}); this student is "
             f"{student.name or student.shape!r} with init={student.init!r}. Set "
             "pair.rehearsal.rows=0."
         )
-    from kdlite.models import RECIPE_FILE, asset_dir
-
     recipe = json.loads((asset_dir(student.shape, student.init) / RECIPE_FILE).read_text())
     recipe = recipe["recipe"]
     return RehearsalSettings(

@@ -322,9 +322,13 @@ class Keys:
 
 def parse_recipe(argv: list[str]) -> tuple[PretrainRecipe, str]:
     """`shape=S steps=N [out=DIR] [field=value ...]` -> (recipe, output folder)."""
+    return _base_job(parse_keys(Keys, argv, prog=PROG, doc=__doc__))
+
+
+def _base_job(keys: Keys) -> tuple[PretrainRecipe, str]:
+    """stage=base's recipe and output folder (`out=`, else the asset folder `default_asset` names)."""
     from kdlite.models import ASSETS
 
-    keys = parse_keys(Keys, argv, prog=PROG, doc=__doc__)
     recipe = _recipe(keys)
     return recipe, keys.out or str(ASSETS / default_asset(recipe.shape, "base", keys.answer_form))
 
@@ -366,10 +370,7 @@ def main(argv: list[str] | None = None) -> None:
         with tempfile.TemporaryDirectory(prefix="kdlite-reasoning-") as tmp:
             reasoning_teacher(out, Path(tmp) / "run", str(keys.answer_form))
         return
-    recipe = _recipe(keys)
-    pretrain(
-        recipe, keys.out or str(ASSETS / default_asset(recipe.shape, "base", keys.answer_form))
-    )
+    pretrain(*_base_job(keys))
 
 
 if __name__ == "__main__":
